@@ -13,7 +13,7 @@ import logging
 import sys
 
 #: Subcommand modules under robust_mnist.commands, in the order --help lists them.
-COMMANDS = ("train", "predict", "perturbations", "perturb", "study", "summary")
+COMMANDS = ("train", "predict", "perturbations", "perturb", "study", "summary", "report", "compare")
 
 
 class UserError(Exception):

@@ -44,3 +44,11 @@ def tiny_model(tiny_mnist, tmp_path_factory):
     record = train("article", 0, path, data=tiny_mnist, epochs=1, verbose=0)
     return path, record
 
+
+
+@pytest.fixture(autouse=True)
+def _isolated_workdir(tmp_path, monkeypatch):
+    """Run every test in its own folder with its own model cache, so that nothing a test
+    writes (runs/, reports/, trained models) lands in the repository or the user's cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ROBUST_MNIST_HOME", str(tmp_path / "home"))

@@ -1,0 +1,179 @@
+"""``robust-mnist study STUDY.toml``: run a perturbation study into a run directory.
+
+The study file is validated first (any mistake is a one-line error before any work), then
+:func:`robust_mnist.runner.run_study` computes the missing cells with a progress bar on
+stderr, and the summary table is printed to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+#: Same value as robust_mnist.runner.DEFAULT_CHUNK_SIZE (a test checks): importing the runner
+#: here would load pyarrow and scipy for every `robust-mnist --help`.
+DEFAULT_CHUNK_SIZE = 10_000
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "study",
+        help="run a perturbation study (a TOML file in studies/)",
+        description="Run every model on every perturbation, magnitude and draw of a study "
+        "file, writing a run directory (results table, run.json, gallery images); results "
+        "are saved cell by cell, so an interrupted run resumes where it stopped.",
+    )
+    parser.add_argument("study", type=Path, metavar="STUDY.toml", help="the study file")
+    parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="run directory (default: runs/<study name>)")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="finish an interrupted run: compute only the missing cells")
+    again.add_argument("--force", action="store_true", help="discard the run in RUN_DIR and start over")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE, metavar="N",
+        help=f"images perturbed per call: lower it to save memory; results do not depend on it "
+        f"(default {DEFAULT_CHUNK_SIZE:,})",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runner import run_study
+    from ..study import default_run_dir, load_study
+    from .summary import print_summary
+
+    spec = load_study(args.study)
+    run_dir = args.out if args.out is not None else default_run_dir(spec)
+    command = _command(args, run_dir if args.out is not None else None)
+    progress = None if args.quiet else RichProgress()
+    try:
+        with progress if progress is not None else _nothing():
+            outcome = run_study(
+                spec, run_dir, resume=args.resume, force=args.force, chunk_size=args.chunk_size,
+                progress=progress, command=command,
+            )
+    except KeyboardInterrupt:
+        saved = len(list((run_dir / "cells").glob("*.parquet"))) if (run_dir / "cells").is_dir() else 0
+        resume = _command(args, run_dir if args.out is not None else None, resume=True)
+        print(
+            f"robust-mnist: interrupted; {saved} completed cells are saved in {run_dir}\n"
+            f"resume with: {shlex.join(resume)}",
+            file=sys.stderr,
+        )
+        return 130
+    if outcome.status == "already-complete":
+        print(f"{spec.name}: already complete in {run_dir} (use --force to recompute)", file=sys.stderr)
+    else:
+        print(
+            f"{spec.name}: {outcome.cells_computed} cells computed"
+            + (f", {outcome.cells_reused} reused" if outcome.cells_reused else "")
+            + f" ({outcome.evaluations:,} digit evaluations) in {outcome.seconds:.1f} s -> {run_dir}",
+            file=sys.stderr,
+        )
+    print_summary(run_dir, "table")
+    from ..report import write_report
+
+    print(f"report: {write_report(run_dir)}")
+    return 0
+
+
+class RichProgress:
+    """A rich progress bar on stderr: the current cell, digits per second and time left.
+
+    Implements the callbacks of :class:`robust_mnist.runner.Progress`.
+    """
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn, Progress as Bar, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.bar = Bar(
+            TextColumn("{task.description:<22.22}"),
+            BarColumn(bar_width=20),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]:>15}"),
+            TimeElapsedColumn(),
+            TextColumn("elapsed,"),
+            TimeRemainingColumn(),
+            TextColumn("left"),
+            console=self.console,
+        )
+        self.task = None
+        self.started = 0.0
+        self.done = 0
+
+    def __enter__(self) -> "RichProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # The bar starts with the first cell, so that training a model on first use shows
+        # Keras's own progress undisturbed.
+        if self.task is not None:
+            self.bar.stop()
+
+    def stage(self, text: str) -> None:
+        self.console.print(f"[dim]{text}...[/dim]", highlight=False)
+
+    def start(self, total: int, cells: int) -> None:
+        self.started, self.done = time.perf_counter(), 0
+        self.task = self.bar.add_task("starting", total=total, rate="")
+        self.bar.start()
+
+    def cell_started(self, cell, evaluations: int) -> None:
+        if cell.label == "clean":
+            text = "clean digits"
+        else:
+            text = f"{cell.label} {cell.magnitude:g}" + (f" draw {cell.draw}" if cell.draw else "")
+        self.bar.update(self.task, description=text)
+
+    def advance(self, evaluations: int) -> None:
+        self.done += evaluations
+        elapsed = time.perf_counter() - self.started
+        rate = f"{self.done / elapsed:,.0f} digits/s" if elapsed > 0 else ""
+        self.bar.update(self.task, advance=evaluations, rate=rate)
+
+    def cell_finished(self, cell) -> None:
+        pass
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _command(args: argparse.Namespace, out: Path | None, resume: bool = False) -> list[str]:
+    """The command line (canonical form) that ran, or that resumes, this study."""
+    command = ["robust-mnist", "study", str(args.study)]
+    if out is not None:
+        command += ["--out", str(out)]
+    if resume:
+        return command + ["--resume"]
+    if args.resume:
+        command.append("--resume")
+    if args.force:
+        command.append("--force")
+    if args.quiet:
+        command.append("--quiet")
+    if args.chunk_size != DEFAULT_CHUNK_SIZE:
+        command += ["--chunk-size", str(args.chunk_size)]
+    return command
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
