@@ -175,6 +175,18 @@ class TargetPool:
         labels : (N,) ndarray of int64
             The sources' classes, as given or inferred.
         """
+        # A study samples the same sources at every magnitude t, and the targets do not
+        # depend on t: remember the last search instead of repeating it.
+        key = hashlib.blake2b(np.ascontiguousarray(sources).tobytes(), digest_size=16)
+        key.update(b"-" if labels is None else np.asarray(labels, dtype=np.int64).tobytes())
+        cached = getattr(self, "_last_nearest", None)
+        if cached is not None and cached[0] == key.digest():
+            return tuple(array.copy() for array in cached[1])
+        result = self._nearest(sources, labels)
+        self._last_nearest = (key.digest(), result)
+        return tuple(array.copy() for array in result)
+
+    def _nearest(self, sources, labels):
         order, flat, norms, bounds = self._search_arrays()
         n = len(sources)
         distance = np.full((n, 10), np.inf, dtype=np.float32)
