@@ -340,6 +340,50 @@ def file_checksum(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def trained_here(path: str | os.PathLike) -> bool:
+    """Whether this tool trained the model file: it is in the model cache, or its sha256
+    equals the ``model_sha256`` of the training record beside it (written by :func:`train`).
+
+    A provenance check, not a signature: it tells the tool's own models from files obtained
+    elsewhere, which need the user's explicit trust (:func:`check_trusted`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.resolve().parent == (home() / "models").resolve():
+        return True
+    try:
+        record = json.loads(record_path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("model_sha256") == file_checksum(path)
+
+
+def check_trusted(path: str | os.PathLike, trust: bool = False) -> None:
+    """Refuse a model file this tool did not train unless ``trust`` (then log a warning).
+
+    Keras's safe mode (always on here) has been bypassed before (CVE-2025-1550,
+    CVE-2025-9906): loading a model file can run its author's code.
+
+    Raises
+    ------
+    ModelError
+        One line naming the file, if it is missing, or foreign and ``trust`` is False.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    if trained_here(path):
+        return
+    if not trust:
+        raise ModelError(
+            f"{path}: model file not trained by robust-mnist (no matching training record "
+            "beside it); loading a Keras file can run code despite safe mode (CVE-2025-1550, "
+            "CVE-2025-9906): pass --trust-model only if you trust where it came from"
+        )
+    logger.warning("loading %s, a model file not trained by robust-mnist (--trust-model)", path)
+
+
 # --------------------------------------------------------------------------- training
 
 

@@ -85,7 +85,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -95,6 +95,9 @@ import pyarrow.parquet as pq
 from .classifier import Classifier, check_probabilities
 from .data import load_mnist, to_float
 from .study import CLEAN, ModelSpec, PerturbationSpec, StudyError, StudySpec, default_run_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .executors import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -403,6 +406,7 @@ def run_study(
     model_loader: ModelLoader | None = None,
     progress: Progress | None = None,
     command: Sequence[str] | None = None,
+    executor: "Executor | None" = None,
 ) -> RunOutcome:
     """Run a study into a run directory (layout in the module docstring).
 
@@ -423,6 +427,9 @@ def run_study(
     progress : Progress, optional
     command : sequence of str, optional
         The command line, recorded in run.json.
+    executor : robust_mnist.executors.Executor, optional
+        Where the perturbed cells are computed (default: this process, in turn); the table
+        does not depend on it.
 
     Returns
     -------
@@ -483,6 +490,7 @@ def run_study(
             _check_same_inputs(run_dir, existing, digits, model_info)
 
         run_info = _new_run_json(spec, spec_hash, digits, model_info, cells, subsets, chunk_size, command)
+        run_info["executor"] = executor.describe() if executor is not None else {"name": "serial", "workers": 1}
         if existing is not None:
             run_info["started"] = existing.get("started", run_info["started"])
             run_info["resumed"] = [*existing.get("resumed", []), _now()]
@@ -499,7 +507,7 @@ def run_study(
         computing_since = time.perf_counter()
         try:
             computed, evaluations = _compute_cells(
-                spec, spec_hash, run_dir, cells, digits, subsets, loaded, chunk_size, progress
+                spec, spec_hash, run_dir, cells, digits, subsets, loaded, chunk_size, progress, executor
             )
             progress.stage("writing results.parquet")
             _write_results(run_dir, run_info)
@@ -534,6 +542,7 @@ def _compute_cells(
     loaded: dict[str, LoadedModel],
     chunk_size: int,
     progress: Progress,
+    executor: "Executor | None" = None,
 ) -> tuple[int, int]:
     """Compute and write every cell not validly on disk; return (cells, evaluations) computed."""
     cell_dir = run_dir / "cells"
@@ -554,6 +563,9 @@ def _compute_cells(
     classifiers = {name: model.classifier for name, model in loaded.items()}
     families = {p.label: p.make() for p in spec.perturbations}
     jobs = [cell for cell in pending if cell.label != CLEAN]
+    if executor is not None and executor.name == "serial":
+        executor = None  # the loop below, with its prefetching, is the serial executor
+    elsewhere, jobs = (jobs, []) if executor is not None else ([], jobs)
 
     def perturb(cell: Cell) -> PerturbedCell:
         index = subsets[cell.label]
@@ -576,6 +588,16 @@ def _compute_cells(
         clean_pred = {
             name: _model_rows(clean_table, name).column("pred").to_numpy() for name in classifiers
         }
+        if elsewhere:
+            from .executors import compute_cells
+
+            # Cells come back in completion order; each is written as it arrives.
+            for cell, table in compute_cells(
+                executor, spec, digits, subsets, loaded, clean_pred, elsewhere, chunk_size
+            ):
+                progress.cell_started(cell, rows[cell])
+                progress.advance(rows[cell])
+                _finish_cell(table, cell, spec_hash, cell_dir, progress)
         for number, cell in enumerate(jobs):
             progress.cell_started(cell, rows[cell])
             perturbed = queued.popleft().result()

@@ -27,6 +27,12 @@ grids, and a seed::
     n = 300                          # optional: run on a class-stratified subset of the digits
     # any other key is a family option, e.g. method = "flow", target = "nearest"
 
+    # Optional, top level: where cells are computed (the command line's --executor, --workers
+    # and --scheduler override them; they do not change the results, nor the spec hash).
+    executor = "dask"                # "serial" (default), "process" or "dask"
+    workers = 2                      # for process, or a local Dask cluster
+    scheduler = "tcp://host:8786"    # for dask: a running scheduler (default: a local cluster)
+
 Magnitude 0 is the identity for every family, so it is not computed per family: the runner
 predicts every clean digit once per model (rows of family ``"clean"``, magnitude 0), which
 stands for magnitude 0 of every sweep. A 0 in a grid is accepted and dropped (except for a
@@ -63,7 +69,8 @@ LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Default draws for random families (deterministic families always have 1).
 DEFAULT_RANDOM_DRAWS = 3
 
-_TOP_KEYS = ("name", "seed", "description", "models", "data", "perturbations")
+_TOP_KEYS = ("name", "seed", "description", "models", "data", "perturbations", "executor", "workers", "scheduler")
+_EXECUTORS = ("serial", "process", "dask")  # robust_mnist.executors.EXECUTORS (a test checks)
 _MODEL_KEYS = ("arch", "seed", "seeds", "path", "name")
 _DATA_KEYS = {"mnist-test": ("source", "n"), "folder": ("source", "path", "labels")}
 _SPEC_KEYS = ("family", "magnitudes", "draws", "label", "n")
@@ -194,6 +201,8 @@ class StudySpec:
     perturbations: tuple[PerturbationSpec, ...]
     description: str = ""
     file: Path | None = None
+    #: executor, workers, scheduler as the file gives them: how to run, not what (not hashed).
+    execution: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def to_dict(self) -> dict[str, Any]:
         """The study as loaded (defaults filled in, grids normalised), JSON-serialisable."""
@@ -282,6 +291,17 @@ def parse_study(document: Mapping[str, Any], file: str | Path | None = None) -> 
     models = _parse_models(check, document.get("models"), base)
     data = _parse_data(check, document.get("data", {"source": "mnist-test"}), base)
     specs = _parse_perturbations(check, document.get("perturbations"), data)
+    execution = {}
+    executor = check.typed(document, "executor", str, "")
+    if executor is not None and executor not in _EXECUTORS:
+        check.fail("executor", f"unknown executor {executor!r}; allowed: {', '.join(_EXECUTORS)}")
+    workers = check.typed(document, "workers", int, "")
+    if workers is not None and workers < 1:
+        check.fail("workers", f"must be a positive integer; got {workers}")
+    scheduler = check.typed(document, "scheduler", str, "")
+    for key, value in (("executor", executor), ("workers", workers), ("scheduler", scheduler)):
+        if value is not None:
+            execution[key] = value
     return StudySpec(
         name=name,
         seed=seed,
@@ -290,6 +310,7 @@ def parse_study(document: Mapping[str, Any], file: str | Path | None = None) -> 
         perturbations=specs,
         description=description,
         file=file,
+        execution=MappingProxyType(execution),
     )
 
 

@@ -49,6 +49,7 @@ def template_model(monkeypatch, template_classifier):
 
     monkeypatch.setattr(models, "ensure_model", ensure_model)
     monkeypatch.setattr(models, "load_classifier", load_classifier)
+    monkeypatch.setattr(models, "check_trusted", lambda path, trust=False: None)  # no file to check
     return asked
 
 
@@ -137,6 +138,7 @@ def test_human_output_marks_the_predicted_digit_with_a_full_bar(tmp_path, monkey
             return np.tile(np.eye(10, dtype=np.float32)[3], (len(images), 1))
 
     monkeypatch.setattr(models, "load_classifier", lambda path: Certain())
+    monkeypatch.setattr(models, "check_trusted", lambda path, trust=False: None)
     picture = np.full((100, 100), 255, np.uint8)
     picture[20:80, 45:55] = 0
     Image.fromarray(picture).save(tmp_path / "one.png")

@@ -32,6 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="a trained .keras model (default: the article model, trained once if missing)",
     )
     parser.add_argument(
+        "--trust-model", action="store_true",
+        help="load a --model file this tool did not train (Keras files can run code; only "
+        "for files whose source you trust)",
+    )
+    parser.add_argument(
         "--json", action="store_true",
         help='print one JSON object per line: {"file", "prediction", "probabilities"}',
     )
@@ -45,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..preprocess import load_digits
 
+    if args.model:
+        # Before any work: a foreign model file is refused unless explicitly trusted.
+        models.check_trusted(args.model, args.trust_model)
     images, names, errors = load_digits(args.paths)
     for _, message in errors:
         print(f"robust-mnist: error: {message}", file=sys.stderr)

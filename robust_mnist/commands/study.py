@@ -33,6 +33,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     again.add_argument("--force", action="store_true", help="discard the run in RUN_DIR and start over")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--executor", choices=("serial", "process", "dask"), default=None,
+        help="where cells are computed: this process (serial, the default and fastest on few "
+        "cores), a pool of local processes, or a Dask cluster (needs robust-mnist[dask]); "
+        "the results are the same",
+    )
+    parser.add_argument("--workers", type=_positive_int, metavar="N", help="processes for --executor process, or a local Dask cluster")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://HOST:8786 (implies --executor dask)")
+    parser.add_argument(
+        "--trust-model", action="store_true",
+        help="load model files (path = ... in the study) that this tool did not train; Keras "
+        "files can run code, so only for files whose source you trust",
+    )
+    parser.add_argument(
         "--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE, metavar="N",
         help=f"images perturbed per call: lower it to save memory; results do not depend on it "
         f"(default {DEFAULT_CHUNK_SIZE:,})",
@@ -45,7 +58,17 @@ def run(args: argparse.Namespace) -> int:
     from ..study import default_run_dir, load_study
     from .summary import print_summary
 
+    from .. import models
+    from ..executors import make_executor
+
     spec = load_study(args.study)
+    for model in spec.models:
+        if model.path is not None:  # before any work: foreign model files need --trust-model
+            models.check_trusted(model.path, args.trust_model)
+    execution = dict(spec.execution)
+    name = args.executor or ("dask" if args.scheduler else execution.get("executor", "serial"))
+    scheduler = args.scheduler or (execution.get("scheduler") if name == "dask" else None)
+    executor = make_executor(name, workers=args.workers or execution.get("workers"), scheduler=scheduler)
     run_dir = args.out if args.out is not None else default_run_dir(spec)
     command = _command(args, run_dir if args.out is not None else None)
     progress = None if args.quiet else RichProgress()
@@ -53,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         with progress if progress is not None else _nothing():
             outcome = run_study(
                 spec, run_dir, resume=args.resume, force=args.force, chunk_size=args.chunk_size,
-                progress=progress, command=command,
+                progress=progress, command=command, executor=executor,
             )
     except KeyboardInterrupt:
         saved = len(list((run_dir / "cells").glob("*.parquet"))) if (run_dir / "cells").is_dir() else 0
@@ -156,6 +179,11 @@ def _command(args: argparse.Namespace, out: Path | None, resume: bool = False) -
     command = ["robust-mnist", "study", str(args.study)]
     if out is not None:
         command += ["--out", str(out)]
+    for flag, value in (("--executor", args.executor), ("--workers", args.workers), ("--scheduler", args.scheduler)):
+        if value is not None:
+            command += [flag, str(value)]
+    if args.trust_model:
+        command.append("--trust-model")
     if resume:
         return command + ["--resume"]
     if args.resume:
