@@ -42,6 +42,9 @@ class Perturbation:
         Allowed magnitudes, inclusive.
     random : bool
         Whether the realised parameters are random (so several draws per magnitude help).
+    needs_images : bool
+        Whether ``sample_params`` looks at the images (occlude aims at ink, morph picks a
+        target): a composition then samples such a step on the digit as earlier steps left it.
     """
 
     name: ClassVar[str]
@@ -50,6 +53,7 @@ class Perturbation:
     default_magnitudes: ClassVar[tuple[float, ...]]
     magnitude_range: ClassVar[tuple[float, float]]
     random: ClassVar[bool] = False
+    needs_images: ClassVar[bool] = True
 
     def __init__(self, **options) -> None:
         if options:

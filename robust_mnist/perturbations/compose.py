@@ -20,7 +20,7 @@ with the step number: ``s0_angle``, ``s1_...``, ``s2_x``...
 A step whose params depend on the digit (occlude places its bar on ink; morph picks a target
 near the digit) samples them on the digit as the earlier steps left it, so ``sample_params``
 applies those earlier steps when it is given the images. A family declares it does not need
-this with the class attribute ``needs_images = False``; families without it are assumed to.
+this with the class attribute ``needs_images = False`` (the base class says True).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Compose(Perturbation):
             raise ValueError(f"compose: no strength satisfies every step's magnitude range ({steps!r})")
         self.magnitude_range = (low, high)
         self.random = any(perturbation.random for perturbation, _, _ in self.steps)
-        self.needs_images = any(getattr(p, "needs_images", True) for p, _, _ in self.steps)
+        self.needs_images = any(p.needs_images for p, _, _ in self.steps)
         self.options = {"steps": [dict(step) for step in steps]}
 
     def step_magnitudes(self, magnitude: float) -> list[float]:
@@ -111,9 +111,9 @@ class Compose(Perturbation):
             )
             # Later steps that look at the digit (occlude, morph) must see it as the earlier
             # steps left it, not the clean one. Families declare ``needs_images = False``
-            # when their params ignore the digit; unknown families are assumed to need it.
+            # when their params ignore the digit.
             later_need_images = any(
-                getattr(later, "needs_images", True) for later, _, _ in self.steps[number + 1 :]
+                later.needs_images for later, _, _ in self.steps[number + 1 :]
             )
             if current is not None and later_need_images:
                 current = perturbation.apply(current, step_params)
