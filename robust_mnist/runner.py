@@ -1300,3 +1300,56 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- refinement
+
+
+def bisection_refiner(
+    spec: StudySpec, digits: Digits, classifiers: dict[str, Classifier], steps: int = 8
+) -> Callable[[str, str, int, float, float], float]:
+    """A ``refine`` hook for :func:`robust_mnist.metrics.critical_magnitudes`.
+
+    Between the last grid magnitude where a digit's prediction is still the clean one (``low``)
+    and the first where it changed (``high``), bisect ``steps`` times with the model itself,
+    so the critical magnitude is known to ``|high - low| / 2**steps`` instead of the grid
+    spacing. Only deterministic families are refined: a random family draws new parameters
+    at every magnitude, so its flip point is not a property of the digit, and its grid value
+    is returned unchanged.
+
+    Parameters
+    ----------
+    spec : StudySpec
+        The study the results came from (family options by spec label).
+    digits : Digits
+        The run's digits (:func:`load_digits_npz`).
+    classifiers : dict of str to Classifier
+        The run's models by name.
+    steps : int
+        Number of halvings.
+    """
+    from .perturbations import get
+
+    sweeps = {sweep.label: sweep for sweep in spec.perturbations}
+
+    def refine(model: str, family: str, image: int, low: float, high: float) -> float:
+        sweep = sweeps[family]
+        perturbation = get(sweep.family, **dict(sweep.options))
+        if perturbation.random:
+            return high
+        clean = to_float(digits.images[image : image + 1])
+        labels = digits.labels[image : image + 1]
+        classifier = classifiers[model]
+        clean_pred = int(classifier.predict_proba(clean).argmax())
+        for _ in range(steps):
+            middle = (low + high) / 2
+            rng = np.random.default_rng(0)  # deterministic families ignore it
+            params = perturbation.sample_params(1, middle, rng, images=clean, labels=labels)
+            prediction = int(classifier.predict_proba(perturbation.apply(clean, params)).argmax())
+            if prediction != clean_pred:
+                high = middle
+            else:
+                low = middle
+        return high
+
+    return refine

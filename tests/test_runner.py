@@ -460,3 +460,32 @@ def test_fake_shift_reference():
     image[0, 5, 5] = 1
     moved = FakeShift().apply(image, {"shift": np.array([2])})
     assert moved[0, 5, 7] == 1 and moved.sum() == 1
+
+
+def test_bisection_refines_critical_magnitudes_between_grid_points(tmp_path):
+    from robust_mnist.metrics import critical_magnitudes
+    from robust_mnist.runner import bisection_refiner, load_digits_npz
+    from robust_mnist.data import to_float
+    from robust_mnist.perturbations import perturb
+
+    study = small_study(perturbations=[{"family": "rotate", "magnitudes": [-40, -20, 20, 40]}],
+                        data={"source": "mnist-test", "n": 60})
+    spec = parse_study(study)
+    run_dir = tmp_path / "run"
+    run_study(spec, run_dir, model_loader=fake_loader())
+    classifier = template_classifier()
+    refiner = bisection_refiner(spec, load_digits_npz(run_dir), {"article-seed0": classifier}, steps=6)
+    refined = critical_magnitudes(load_results(run_dir), refine=refiner)
+    flipped = refined[np.isfinite(refined["critical_magnitude"])]
+    assert len(flipped) > 5 and flipped["refined"].all()
+    images = to_float(load_digits_npz(run_dir).images)
+    for row in flipped.itertuples():
+        # The refined angle flips the prediction; 20/2**6 degrees closer to 0 it does not yet.
+        digit = images[row.image : row.image + 1]
+        clean = classifier.predict_proba(digit).argmax()
+        at = perturb("rotate", digit, row.signed_magnitude)[0]
+        assert classifier.predict_proba(at).argmax() != clean
+        before = perturb("rotate", digit, row.signed_magnitude - np.sign(row.signed_magnitude) * 20 / 2**6)[0]
+        assert classifier.predict_proba(before).argmax() == clean
+        assert min(row.bracket_magnitude, row.bracket_magnitude + np.sign(row.signed_magnitude) * 20) \
+            <= row.signed_magnitude <= max(row.bracket_magnitude, row.bracket_magnitude + np.sign(row.signed_magnitude) * 20)
