@@ -68,7 +68,8 @@ def test_perturb_defaults_to_the_family_grid_and_passes_the_model_path(
     tmp_path, capsys, template_model, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["perturb", "12", "--family", "blur", "--model", "my.keras"]) == 0
+    (tmp_path / "my.keras").write_bytes(b"not read: the loader is replaced")
+    assert cli.main(["perturb", "12", "--family", "blur", "--model", "my.keras", "--trust-model"]) == 0
     assert template_model == ["my.keras"]
     out = capsys.readouterr().out
     assert (tmp_path / "perturb-blur-mnist-test-12.png").is_file()
@@ -128,3 +129,14 @@ def test_an_unknown_family_is_a_usage_error_listing_the_choices(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "rotat" in err and "translate_x" in err
+
+
+def test_perturb_refuses_a_model_file_it_did_not_train_without_trust_model(
+    tmp_path, capsys, template_model
+):
+    foreign = tmp_path / "foreign.keras"
+    foreign.write_bytes(b"a model file from elsewhere")
+    assert cli.main(["perturb", "12", "--family", "blur", "--model", str(foreign)]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "foreign.keras" in error[0] and "--trust-model" in error[0]
+    assert template_model == []  # refused before loading anything

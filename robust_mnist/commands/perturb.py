@@ -62,6 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--model", metavar="PATH",
         help="a .keras model (default: the article model, trained once if missing)",
     )
+    parser.add_argument(
+        "--trust-model", action="store_true",
+        help="load a --model file this tool did not train (Keras files can run code; only "
+        "for files whose source you trust)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--options", metavar="JSON", default="{}",
@@ -145,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
     magnitudes = list(args.magnitudes if args.magnitudes else perturbation.default_magnitudes)
     magnitudes = [perturbation.check_magnitude(m) for m in magnitudes]
     image, label, source_name = load_source(args.source)
+    if args.model:  # as in predict and study: a foreign model file needs --trust-model
+        from .. import models
+
+        models.check_trusted(args.model, args.trust_model)
     classifier, model_name = classifier_for(args.model)
 
     # The morph family needs the digit's class: the true one, or else what the model sees.
