@@ -155,7 +155,8 @@ def main() -> None:
         )
     print(f"{'article CNN':16s} {'':>10s} {len(images):7d} {reference:12,.0f} {1.0:8.2f}")
     print("(images/s: wall clock; per CPU-s: images per second of this process's CPU time, which")
-    print(" other load on the machine barely affects; the model uses both cores, the families one)")
+    print(" other load on the machine barely affects; the model, thin and thicken use both cores,")
+    print(" the other families one)")
 
 
 if __name__ == "__main__":

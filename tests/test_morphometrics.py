@@ -57,7 +57,11 @@ def test_bars_aligned_with_the_pixels_measure_exactly_their_width(width):
     image = np.zeros((1, 28, 28), np.float32)
     left = 14 - int(width) // 2
     image[0, 6:22, left : left + int(width)] = 1.0
-    assert morphometrics.thickness(image)[0] == pytest.approx(width, abs=1e-9)
+    # Every skeleton pixel lies width * 4 / 2 4x-pixels from both edges, except that a 1 px
+    # bar's skeleton (4 px wide at 4x) reaches into one end cap: one of its 61 pixels is only
+    # sqrt(2) from the background, which costs it half a percent.
+    tolerance = 0.01 if width == 1 else 1e-9
+    assert morphometrics.thickness(image)[0] == pytest.approx(width, abs=tolerance)
     # Transposed: thinning is not symmetric under transposition, and the ends of a 1 px bar
     # get a slightly different skeleton.
     assert morphometrics.thickness(np.swapaxes(image, 1, 2))[0] == pytest.approx(width, abs=0.01)
@@ -159,9 +163,9 @@ def test_skeleton_distances_equal_the_full_euclidean_distance_transform(mnist):
     np.testing.assert_array_equal(image, np.nonzero(skeleton)[0])
 
 
-def test_skeletons_are_scikit_image_skeletons(mnist):
+def test_skeletons_are_scikit_image_thinning(mnist):
     mask = morphometrics.binarise(morphometrics.upsample(to_float(mnist.x_test[:5])))
-    expected = np.stack([morphology.skeletonize(m) for m in mask])
+    expected = np.stack([morphology.thin(m) for m in mask])
     np.testing.assert_array_equal(morphometrics.skeletons(mask), expected)
 
 
