@@ -5,8 +5,9 @@ randomness from the study seed, the spec, the magnitude and the draw only), so t
 outcomes on a digit form a *pair*, and differences between models are tested with paired
 statistics, which are far more sensitive than comparing two independent accuracies:
 
-- :func:`mcnemar_exact` and :func:`holm`: McNemar's exact test of an accuracy difference at
-  one magnitude, and Holm's step-down correction across a family's magnitudes;
+- :func:`mcnemar_exact`, :func:`mcnemar_clustered` and :func:`holm`: McNemar's exact test of
+  an accuracy difference at one magnitude (with digits as units when they have several
+  draws), and Holm's step-down correction across a family's magnitudes;
 - :func:`pairwise_accuracy`: both, for every pair of models, family and magnitude, with a
   paired bootstrap interval of the difference;
 - :func:`paired_differences`: paired bootstrap intervals for the differences in mean
@@ -24,9 +25,10 @@ perturbations, and merges their models into one :class:`Comparison`;
 
 Units. A *trial* is one perturbed digit: (family, magnitude, image, draw). For deterministic
 families a digit has one draw, so trials are digits. For random families each draw is a
-different perturbed image seen by every model, and McNemar's test counts trials; draws of one
-digit are not independent, which makes those p-values somewhat optimistic, so every
-difference also carries a bootstrap interval that resamples digits with all their draws
+different perturbed image seen by every model, but draws of one digit are not independent (a
+hard digit is hard in every draw), so the tests and intervals treat the *digit* as the unit:
+McNemar's test becomes an exact sign-flip test of each digit's balance of discordant draws
+(:func:`mcnemar_clustered`), and the bootstrap intervals resample digits with all their draws
 (:mod:`robust_mnist.stats`).
 """
 
@@ -105,6 +107,53 @@ def mcnemar_exact(b: int, c: int) -> float:
     if b + c == 0:
         return 1.0
     return float(scipy.stats.binomtest(b, b + c, 0.5).pvalue)
+
+
+def mcnemar_clustered(balances: Sequence[int] | np.ndarray) -> float:
+    """Exact paired test for digits seen in several draws: McNemar's test with digits as units.
+
+    ``balances[k]`` is, for digit ``k``, the number of its draws that only the first model got
+    right minus the number that only the second got right. Draws of one digit are not
+    independent (a hard digit is hard in every draw), so they are not counted as separate
+    trials; instead, under the null hypothesis that the two models are exchangeable on every
+    digit, each balance is as likely to be ``+|d_k|`` as ``-|d_k|``, and the two-sided p-value
+    is the exact probability, over the ``2^K`` sign patterns of the ``K`` non-zero balances,
+    that ``|sum_k +-|d_k||`` reaches the observed ``|sum_k d_k|`` (a sign-flip randomisation
+    test). With one draw per digit the balances are -1, 0 or 1 and this is exactly
+    :func:`mcnemar_exact` ``(b, c)``.
+
+    Parameters
+    ----------
+    balances : (n,) array_like of int
+
+    Returns
+    -------
+    float in (0, 1]
+    """
+    balances = np.asarray(balances)
+    if balances.ndim != 1 or not np.array_equal(balances, np.round(balances)):
+        raise ValueError("balances must be a 1-D array of integers (draws won minus draws lost per digit)")
+    balances = balances.astype(np.int64)
+    sizes = np.abs(balances[balances != 0])
+    if sizes.max(initial=0) <= 1:
+        return mcnemar_exact(int((balances > 0).sum()), int((balances < 0).sum()))
+    total = int(sizes.sum())
+    # Distribution of the signed sum, shifted by `total` onto the indices 0 .. 2 * total: each
+    # group of m balances of size v adds v * (2 j - m), j ~ Binomial(m, 1/2).
+    pmf = np.zeros(2 * total + 1)
+    pmf[total] = 1.0
+    for size, m in zip(*np.unique(sizes, return_counts=True)):
+        spread = np.zeros_like(pmf)
+        for j, weight in enumerate(scipy.stats.binom.pmf(np.arange(m + 1), m, 0.5)):
+            shift = int(size) * (2 * j - int(m))
+            if shift >= 0:
+                spread[shift:] += weight * pmf[: len(pmf) - shift]
+            else:
+                spread[:shift] += weight * pmf[-shift:]
+        pmf = spread
+    observed = abs(int(balances.sum()))
+    extreme = np.abs(np.arange(len(pmf)) - total) >= observed
+    return float(min(1.0, pmf[extreme].sum()))
 
 
 def _count(value: Any, name: str) -> int:
@@ -274,7 +323,9 @@ def pairwise_accuracy(
     For models ``a``, ``b`` at one family and magnitude, over its ``n`` trials:
     ``accuracy_a = mean 1[a right]``, ``difference = accuracy_a - accuracy_b``;
     ``b_only``/``a_only`` count the discordant trials (``a_only``: a right, b wrong; this is
-    McNemar's ``b``, and ``b_only`` its ``c``); ``p_value = mcnemar_exact(a_only, b_only)``;
+    McNemar's ``b``, and ``b_only`` its ``c``); ``p_value`` is McNemar's exact test with the
+    digits as units, :func:`mcnemar_clustered` of each digit's ``a_only - b_only`` over its
+    draws (``mcnemar_exact(a_only, b_only)`` when every digit has one draw);
     ``p_holm`` is Holm's adjustment of the p-values of the family's magnitudes for this pair
     (the clean row, family ``"clean"``, is a family of one); ``significant = p_holm <=
     alpha``. ``difference_low/high`` is the paired percentile bootstrap interval of the
@@ -321,7 +372,10 @@ def pairwise_accuracy(
     diffs = pd.DataFrame({f"{a}\0{b}": v for (a, b), v in per_image.items()})
     for column in cells + ["image"]:
         diffs[column] = wide[column].to_numpy()
-    diffs = diffs.groupby(cells + ["image"], sort=False).mean().reset_index()
+    by_digit = diffs.groupby(cells + ["image"], sort=False)
+    # Draws won minus draws lost per digit: the units of the test (see mcnemar_clustered).
+    balances = dict(iter(by_digit.sum().reset_index().groupby(cells, sort=False)))
+    diffs = by_digit.mean().reset_index()
     long = diffs.melt(id_vars=cells + ["image"], var_name="pair", value_name="difference")
     intervals = stats.grouped_bootstrap_ci(long, cells + ["pair"], "difference", "mean", n_boot, level, seed)
     intervals = intervals.set_index(cells + ["pair"])
@@ -339,7 +393,8 @@ def pairwise_accuracy(
                 family, float(magnitude), a, b, n, int(n_digits.loc[(family, magnitude)]),
                 accuracy_a, accuracy_b, accuracy_a - accuracy_b,
                 ci["difference_low"], ci["difference_high"], a_only, b_only,
-                mcnemar_exact(a_only, b_only), np.nan, False,
+                mcnemar_clustered(np.rint(balances[(family, magnitude)][f"{a}\0{b}"].to_numpy())),
+                np.nan, False,
             ])
     table = pd.DataFrame(rows, columns=columns)
     for _, index in table.groupby(["family", "model_a", "model_b"], sort=False).groups.items():
@@ -1114,9 +1169,12 @@ METHODS = (
     ("Accuracy difference and McNemar's test", "At each family and magnitude, the difference between "
      "two models' accuracies, tested with McNemar's exact test: of the perturbed digits exactly one of "
      "the two models gets right (b for the first, c for the second), the p-value is the two-sided "
-     "binomial test of b out of b + c at 1/2 (1 when b + c = 0). For random families each draw is a "
-     "trial; the draws of a digit are not independent, so those p-values are somewhat optimistic, "
-     "and the bootstrap interval beside them resamples whole digits."),
+     "binomial test of b out of b + c at 1/2 (1 when b + c = 0). For random families with several "
+     "draws per digit, the draws of a digit are not independent, so the digit is the unit: for each "
+     "digit d = (draws only the first model got right) − (draws only the second got right), and the "
+     "p-value is the exact probability, over all 2^K ways of flipping the signs of the K non-zero d, "
+     "that |Σ ±|d|| reaches the observed |Σ d| (a sign-flip test; with one draw per digit it is "
+     "McNemar's exact test). The bootstrap interval beside it also resamples whole digits."),
     ("Holm's correction", "For each pair of models, the p-values of a family's magnitudes are adjusted "
      "with Holm's step-down procedure: sorted ascending, p(i) is multiplied by (m − i + 1), and the "
      "adjusted values are made non-decreasing (capped at 1). A difference is significant (✱) when its "
@@ -1335,7 +1393,8 @@ def tests_table(comparison: Comparison, family: str) -> Any:
     table = Table([("Pair (A − B)", False), ("Magnitude", True), ("Acc. A", True), ("Acc. B", True),
                    ("A − B", True), ("A only", True), ("B only", True), ("p", True), ("Holm p", True)],
                   caption="A only / B only: perturbed digits that only model A / only model B gets right "
-                  "(McNemar's discordant pairs). p: McNemar's exact test; Holm p: adjusted across the "
+                  "(McNemar's discordant pairs). p: McNemar's exact test, with digits as units when they have "
+                  "several draws (see Methods); Holm p: adjusted across the "
                   "family's magnitudes for this pair; ✱: significant at 5%.")
     part = comparison.pairwise.loc[comparison.pairwise["family"] == family]
     for _, row in part.iterrows():

@@ -6,6 +6,7 @@ different digits, run through the real runner on two small fake perturbation fam
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -218,6 +219,37 @@ def test_pairwise_accuracy_counts_discordant_pairs_and_adjusts_per_family():
     assert (at_two["a_only"], at_two["b_only"], at_two["p_value"], at_two["p_holm"]) == (0, 0, 1.0, 1.0)
     # The clean row is a family of its own: no correction.
     assert pairwise.loc[("clean", 0.0), "p_holm"] == 1.0
+
+
+def test_clustered_mcnemar_is_the_exact_sign_flip_probability():
+    # Enumerate all 2^K sign patterns of the non-zero balances by hand.
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        balances = rng.integers(-3, 4, size=rng.integers(1, 11))
+        sizes = np.abs(balances[balances != 0])
+        observed = abs(balances.sum())
+        extreme = [abs(np.dot(signs, sizes)) >= observed
+                   for signs in itertools.product((1, -1), repeat=len(sizes))]
+        expected = min(1.0, float(np.mean(extreme))) if len(sizes) else 1.0
+        assert compare.mcnemar_clustered(balances) == pytest.approx(expected, abs=1e-12)
+    # With one draw per digit it is McNemar's exact test: 6 digits won by A, 1 by B.
+    assert compare.mcnemar_clustered([1] * 6 + [-1] + [0] * 5) == pytest.approx(16 / 128, abs=1e-12)
+
+
+def test_repeating_identical_draws_does_not_make_a_difference_significant():
+    # Two models that differ on 5 of 12 digits (4 to 1): not significant, however many
+    # identical draws each digit has. Counting draws as independent trials would give
+    # 20 to 5 discordant trials with 5 draws, p = 0.004.
+    labels = list(range(10)) + [0, 1]
+    a = [1] * 4 + [0] + [1] * 7
+    b = [0] * 4 + [1] + [1] * 7
+    one = results_table({("A", "noise", 1.0): a, ("B", "noise", 1.0): b}, labels)
+    five = pd.concat([one.assign(draw=d) for d in range(5)], ignore_index=True)
+    p_one = compare.pairwise_accuracy(one, n_boot=50)["p_value"].iloc[0]
+    p_five = compare.pairwise_accuracy(five, n_boot=50)["p_value"].iloc[0]
+    assert p_one == pytest.approx(compare.mcnemar_exact(4, 1)) and p_one > 0.3
+    assert p_five == pytest.approx(p_one)
+    assert compare.mcnemar_exact(20, 5) < 0.01
 
 
 def test_models_on_different_digits_are_not_paired():
