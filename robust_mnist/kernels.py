@@ -134,7 +134,7 @@ def thin(masks: np.ndarray) -> np.ndarray:
     (N, H, W) ndarray of bool
     """
     padded = np.zeros((masks.shape[0], masks.shape[1] + 2, masks.shape[2] + 2), dtype=np.uint8)
-    padded[:, 1:-1, 1:-1] = masks
+    padded[:, 1:-1, 1:-1] = np.asarray(masks, dtype=bool)
     _thin_in_place(padded, _TABLES)
     return padded[:, 1:-1, 1:-1].view(bool)
 
@@ -195,7 +195,9 @@ def distances(masks: np.ndarray, pixels: tuple[np.ndarray, np.ndarray, np.ndarra
     (S,) ndarray of float64
     """
     image, row, col = (np.asarray(part, dtype=np.int64) for part in pixels)
-    return _distances(np.ascontiguousarray(masks), image, row, col)
+    if (np.diff(image) < 0).any():
+        raise ValueError("distances: the pixels must be sorted by image, as np.nonzero gives them")
+    return _distances(np.ascontiguousarray(masks, dtype=bool), image, row, col)
 
 
 @njit(nogil=True, cache=True)
