@@ -197,6 +197,20 @@ def family_sweeps(results: pd.DataFrame, columns: Sequence[str] | None = None) -
     return sweeps.sort_values(["model", "family", "image", "magnitude", "draw"], kind="stable").reset_index(drop=True)
 
 
+def _sweeps(results: pd.DataFrame, sweeps: pd.DataFrame | None, columns: Sequence[str]) -> pd.DataFrame:
+    """``family_sweeps(results, columns)``, or the caller's ``sweeps`` if it has those columns.
+
+    Building the sweeps takes about a second on a million-row table; a caller computing
+    several metrics passes one table to all of them.
+    """
+    if sweeps is None:
+        return family_sweeps(results, columns)
+    missing = [c for c in [*DIGIT, "magnitude", "draw", *columns] if c not in sweeps.columns]
+    if missing:
+        raise ValueError(f"sweeps lacks columns {missing}; pass family_sweeps(results)")
+    return sweeps
+
+
 def _clean_positions(frame: pd.DataFrame, clean: pd.DataFrame) -> np.ndarray:
     """Row of ``clean`` (from :func:`clean_predictions`) of each row's (model, image)."""
     index = pd.MultiIndex.from_frame(clean[["model", "image"]])
@@ -279,24 +293,33 @@ def expected_calibration_error(
 
 
 def _grouped_ece(
-    rows: pd.DataFrame, n_boot: int, level: float, seed: int, bins: int = ECE_BINS
+    rows: pd.DataFrame,
+    n_boot: int,
+    level: float,
+    seed: int,
+    bins: int = ECE_BINS,
+    grouped: pd.api.typing.DataFrameGroupBy | None = None,
 ) -> pd.DataFrame:
     """ECE per (model, family, magnitude) with a bootstrap over images.
 
     Each image contributes, per bin, its count of predictions ``C``, of correct ones ``A`` and
     its summed confidence ``S``; a resample with counts ``W`` (see
     :func:`robust_mnist.stats.bootstrap_sums`) has ``ECE = sum_m |(W A)_m - (W S)_m| /
-    sum_m (W C)_m``, so all draws of a resampled image come along.
+    sum_m (W C)_m``, so all draws of a resampled image come along. ``grouped`` is
+    ``rows.groupby(CELL + ["image"], sort=True)`` if the caller has it (its group codes are
+    computed once, which takes most of a second on a million rows).
     """
-    grouped = rows.groupby(CELL + ["image"], sort=True)
+    if grouped is None:
+        grouped = rows.groupby(CELL + ["image"], sort=True)
     digit = grouped.ngroup().to_numpy()
     digits = grouped.size().reset_index()[CELL + ["image"]]
     flat = digit * bins + _confidence_bin(rows["confidence"].to_numpy(), bins)
     size = len(digits) * bins
-    count = np.bincount(flat, minlength=size).reshape(-1, bins).astype(np.float64)
-    correct = np.bincount(flat, weights=rows["accuracy"].to_numpy(), minlength=size).reshape(-1, bins)
-    confidence = np.bincount(flat, weights=rows["confidence"].to_numpy(), minlength=size).reshape(-1, bins)
-    gap = correct - confidence
+    # (digits x bins) arrays of a whole run are over 100 MB each: as few as possible (the
+    # counts stay integers, the gap is formed in place).
+    count = np.bincount(flat, minlength=size).reshape(-1, bins)
+    gap = np.bincount(flat, weights=rows["accuracy"].to_numpy(), minlength=size).reshape(-1, bins)
+    gap -= np.bincount(flat, weights=rows["confidence"].to_numpy(), minlength=size).reshape(-1, bins)
     cells = list(digits.groupby(CELL, sort=True).indices.items())
     # Cells with the same number of images share their resamples: one bootstrap_sums call
     # per size, with every such cell's bins side by side.
@@ -305,20 +328,23 @@ def _grouped_ece(
         by_size.setdefault(len(members), []).append(position)
     bounds = np.full((len(cells), 3), np.nan)
     for n, positions in by_size.items():
-        # Only the bins a cell uses (a handful near 1 at small magnitudes): fewer columns.
-        used = [count[cells[c][1]].sum(axis=0) > 0 for c in positions]
-        stacked = np.hstack(
-            [np.hstack([gap[cells[c][1]][:, bin_], count[cells[c][1]][:, bin_]]) for c, bin_ in zip(positions, used)]
-        )
-        sums = bootstrap_sums(stacked, n_boot, seed)
+        # Per cell, the gaps of only the bins it uses (a handful near 1 at small magnitudes),
+        # then its images' prediction counts in one column rather than one per bin: counts are
+        # whole numbers, so their resampled sums are exact either way, and the matrix product
+        # that dominates the cost has half the columns.
+        blocks = []
+        for c in positions:
+            members = cells[c][1]
+            used = count[members].sum(axis=0) > 0
+            blocks.append(np.column_stack([gap[members][:, used], count[members].sum(axis=1)]))
+        sums = bootstrap_sums(np.hstack(blocks), n_boot, seed)
         start = 0
-        for c, bin_ in zip(positions, used):
-            k = int(bin_.sum())
-            gaps, counts = stacked[:, start:start + k], stacked[:, start + k:start + 2 * k]
-            estimate = np.abs(gaps.sum(axis=0)).sum() / counts.sum()
-            replicates = np.abs(sums[:, start:start + k]).sum(axis=1) / sums[:, start + k:start + 2 * k].sum(axis=1)
+        for c, block in zip(positions, blocks):
+            k = block.shape[1] - 1
+            estimate = np.abs(block[:, :k].sum(axis=0)).sum() / block[:, k].sum()
+            replicates = np.abs(sums[:, start:start + k]).sum(axis=1) / sums[:, start + k]
             bounds[c] = (estimate, *percentile_interval(replicates, level))
-            start += 2 * k
+            start += k + 1
     records = [(*key, *bounds[c]) for c, (key, _) in enumerate(cells)]
     return pd.DataFrame(records, columns=CELL + ["ece", "ece_low", "ece_high"])
 
@@ -339,7 +365,11 @@ PER_MAGNITUDE_METRICS = [
 
 
 def per_magnitude(
-    results: pd.DataFrame, seed: int = 0, n_boot: int = 1000, level: float = 0.95
+    results: pd.DataFrame,
+    seed: int = 0,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    sweeps: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Accuracy, flips, probability change, divergence, entropy and calibration per magnitude.
 
@@ -365,6 +395,9 @@ def per_magnitude(
         The results table.
     seed, n_boot, level
         Bootstrap over images (see :mod:`robust_mnist.stats`).
+    sweeps : DataFrame, optional
+        ``family_sweeps(results)`` (all columns, or at least the ones used here), when the
+        caller already has it for several metrics; computed here otherwise.
 
     Returns
     -------
@@ -375,13 +408,14 @@ def per_magnitude(
     """
     _check_results(results)
     clean = clean_predictions(results)
-    sweeps = family_sweeps(results, ["label", "clean_pred", "pred", "p_true", "p_pred", *PROBABILITY_COLUMNS])
+    sweeps = _sweeps(results, sweeps, ["label", "clean_pred", "pred", "p_true", "p_pred", *PROBABILITY_COLUMNS])
     rows = _row_quantities(sweeps, clean)
-    digits = rows.groupby(CELL + ["image"], sort=True)[PER_MAGNITUDE_METRICS].mean().reset_index()
+    grouped = rows.groupby(CELL + ["image"], sort=True)
+    digits = grouped[PER_MAGNITUDE_METRICS].mean().reset_index()
     table = grouped_bootstrap_ci(digits, CELL, PER_MAGNITUDE_METRICS, "mean", n_boot, level, seed)
     if table.empty:
         return table.assign(ece=[], ece_low=[], ece_high=[])
-    return table.merge(_grouped_ece(rows, n_boot, level, seed), on=CELL, how="left")
+    return table.merge(_grouped_ece(rows, n_boot, level, seed, grouped=grouped), on=CELL, how="left")
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,6 +470,7 @@ def flip_probability(
     n_boot: int = 1000,
     level: float = 0.95,
     per_digit: bool = False,
+    sweeps: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """ImageNet-P's flip probability (Hendrycks and Dietterich 2019), per model and family.
 
@@ -469,6 +504,9 @@ def flip_probability(
         Bootstrap over digits.
     per_digit : bool
         Return the per-digit values instead of the aggregate.
+    sweeps : DataFrame, optional
+        ``family_sweeps(results)`` (all columns, or at least the ones used here), when the
+        caller already has it for several metrics; computed here otherwise.
 
     Returns
     -------
@@ -480,7 +518,7 @@ def flip_probability(
     """
     _check_results(results)
     random = random_family_labels(results, random_families)
-    sweeps = family_sweeps(results, ["pred", "clean_pred"])
+    sweeps = _sweeps(results, sweeps, ["pred", "clean_pred"])
     is_random = sweeps["family"].isin(random).to_numpy()
 
     # One sequence per digit and draw (a morph's draws may head for different targets); a
@@ -524,7 +562,7 @@ def flip_probability(
 # --------------------------------------------------------------------------------------------
 
 
-def swing(results: pd.DataFrame) -> pd.DataFrame:
+def swing(results: pd.DataFrame, sweeps: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per digit and family: how far the probabilities move along the family's sweep.
 
     With the sweep ordered by magnitude and including the clean prediction (magnitude 0), and
@@ -543,6 +581,9 @@ def swing(results: pd.DataFrame) -> pd.DataFrame:
     ----------
     results : DataFrame
         The results table.
+    sweeps : DataFrame, optional
+        ``family_sweeps(results)`` (all columns, or at least the ones used here), when the
+        caller already has it for several metrics; computed here otherwise.
 
     Returns
     -------
@@ -552,7 +593,7 @@ def swing(results: pd.DataFrame) -> pd.DataFrame:
         accuracy`` (the last two NaN when the sweep has no non-zero magnitude).
     """
     _check_results(results)
-    return _swing(family_sweeps(results, SWING_COLUMNS))
+    return _swing(_sweeps(results, sweeps, SWING_COLUMNS))
 
 
 def _swing(sweeps: pd.DataFrame) -> pd.DataFrame:
@@ -611,6 +652,7 @@ def critical_magnitudes(
     results: pd.DataFrame,
     rule: str = "majority",
     refine: Callable[[str, str, int, float, float], float] | None = None,
+    sweeps: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per digit and family: the smallest magnitude at which the prediction changes.
 
@@ -636,6 +678,9 @@ def critical_magnitudes(
         (flipped), returns a refined signed magnitude in between (for example by bisection
         with the model; the runner provides it, metrics stay pure). The refined value
         replaces ``signed_magnitude`` and its absolute value ``critical_magnitude``.
+    sweeps : DataFrame, optional
+        ``family_sweeps(results)`` (all columns, or at least the ones used here), when the
+        caller already has it for several metrics; computed here otherwise.
 
     Returns
     -------
@@ -652,7 +697,7 @@ def critical_magnitudes(
     if rule not in RULES:
         raise ValueError(f"rule {rule!r} is not supported; use one of {RULES}")
     _check_results(results)
-    return _critical(family_sweeps(results, ["label", "clean_pred", "pred"]), rule, refine)
+    return _critical(_sweeps(results, sweeps, ["label", "clean_pred", "pred"]), rule, refine)
 
 
 def _critical(
@@ -875,6 +920,7 @@ def worst_case_accuracy(
     seed: int = 0,
     n_boot: int = 1000,
     level: float = 0.95,
+    sweeps: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Accuracy when a digit counts as correct only if it is correct at every grid point.
 
@@ -889,6 +935,9 @@ def worst_case_accuracy(
         Only grid points with ``|magnitude| <= max_magnitude``; all by default.
     seed, n_boot, level
         Bootstrap over digits.
+    sweeps : DataFrame, optional
+        ``family_sweeps(results)`` (all columns, or at least the ones used here), when the
+        caller already has it for several metrics; computed here otherwise.
 
     Returns
     -------
@@ -897,7 +946,7 @@ def worst_case_accuracy(
         worst_case_accuracy_high, grid_max`` (the largest ``|magnitude|`` used).
     """
     _check_results(results)
-    sweeps = family_sweeps(results, ["label", "pred"])
+    sweeps = _sweeps(results, sweeps, ["label", "pred"])
     if max_magnitude is not None:
         sweeps = sweeps.loc[sweeps["magnitude"].abs() <= max_magnitude]
     sweeps = sweeps.assign(
@@ -933,6 +982,7 @@ def ambiguity_stratification(
     seed: int = 0,
     n_boot: int = 1000,
     level: float = 0.95,
+    swing_table: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Instability per quantile bin of the clean prediction's ambiguity (or a morphometric).
 
@@ -950,6 +1000,9 @@ def ambiguity_stratification(
     bins : int
     seed, n_boot, level
         Bootstrap over digits.
+    swing_table : DataFrame, optional
+        ``swing(results)``, when the caller already has it (it takes seconds on a large
+        table); computed here otherwise. It is not modified.
 
     Returns
     -------
@@ -966,7 +1019,8 @@ def ambiguity_stratification(
         if values.nunique() > 1 else 0
     ).astype(np.int64)
     ranges = covariate.groupby(["model", "bin"])[name].agg(["min", "max"]).add_prefix(f"{name}_").reset_index()
-    digits = swing(results).merge(covariate[["model", "image", "bin"]], on=["model", "image"])
+    swing_table = swing(results) if swing_table is None else swing_table
+    digits = swing_table.merge(covariate[["model", "image", "bin"]], on=["model", "image"])
     table = grouped_bootstrap_ci(
         digits, ["model", "family", "bin"], ["swing", "flip_rate"], "mean", n_boot, level, seed
     )
@@ -983,6 +1037,7 @@ def instability_correlation(
     seed: int = 0,
     n_boot: int = 1000,
     level: float = 0.95,
+    swing_table: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Correlation between a digit's instability and its ambiguity or morphometrics.
 
@@ -1001,6 +1056,9 @@ def instability_correlation(
     method : {"spearman", "pearson"}
     seed, n_boot, level
         Bootstrap over digits.
+    swing_table : DataFrame, optional
+        ``swing(results)``, when the caller already has it (it takes seconds on a large
+        table); computed here otherwise. It is not modified.
 
     Returns
     -------
@@ -1012,7 +1070,8 @@ def instability_correlation(
     if instability not in choices:
         raise ValueError(f"instability {instability!r} is not supported; use one of {choices}")
     name, values = _covariate(results, covariate)
-    digits = swing(results).merge(values, on=["model", "image"])
+    swing_table = swing(results) if swing_table is None else swing_table
+    digits = swing_table.merge(values, on=["model", "image"])
     records = []
     for (model, family), group in digits.groupby(["model", "family"], sort=True):
         estimate, low, high = correlation_ci(group[instability], group[name], method, n_boot, level, seed)
@@ -1025,7 +1084,11 @@ def instability_correlation(
 
 
 def per_class(
-    results: pd.DataFrame, seed: int = 0, n_boot: int = 1000, level: float = 0.95
+    results: pd.DataFrame,
+    seed: int = 0,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    swing_table: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per model, family and true class: clean accuracy, accuracy, flip rate and swing.
 
@@ -1033,14 +1096,23 @@ def per_class(
     mean 1[clean_pred = label]``, ``accuracy`` and ``flip_rate`` over the non-zero
     magnitudes, ``swing``.
 
+    Parameters
+    ----------
+    results : DataFrame
+    seed, n_boot, level
+        Bootstrap over digits.
+    swing_table : DataFrame, optional
+        ``swing(results)``, when the caller already has it (it takes seconds on a large
+        table); computed here otherwise. It is not modified.
+
     Returns
     -------
     DataFrame
         ``model, family, label, n_digits`` and ``<metric>, <metric>_low, <metric>_high`` for
         clean_accuracy, accuracy, flip_rate, swing.
     """
-    digits = swing(results)
-    digits["clean_accuracy"] = (digits["clean_pred"] == digits["label"]).astype(np.float64)
+    digits = swing(results) if swing_table is None else swing_table
+    digits = digits.assign(clean_accuracy=(digits["clean_pred"] == digits["label"]).astype(np.float64))
     return grouped_bootstrap_ci(
         digits, ["model", "family", "label"], ["clean_accuracy", "accuracy", "flip_rate", "swing"],
         "mean", n_boot, level, seed,
@@ -1078,7 +1150,7 @@ def confusion(
         model = models[0] if models else None
     elif model not in models:
         raise ValueError(f"unknown model {model!r}; the table holds {models}")
-    families = sorted(set(results["family"]) - {CLEAN})
+    families = sorted(set(results["family"].unique()) - {CLEAN})
     if family not in families:
         raise ValueError(f"unknown family {family!r}; the table holds {families}")
     selection = results.loc[(results["family"].isin([family, CLEAN])) & (results["model"] == model)]

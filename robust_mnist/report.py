@@ -539,8 +539,10 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
             draws=int(spec.get("draws") or 1), options=dict(spec.get("options") or {}),
             anchor=f"family-{index}-{_slug(label).lower()}",
         ))
-    models = [m for m in run.get("models", {}) if m in set(results["model"])]
-    models += sorted(set(results["model"]) - set(models))
+    # unique() first: iterating the million-row string column itself takes seconds.
+    present_models = set(results["model"].unique())
+    models = [m for m in run.get("models", {}) if m in present_models]
+    models += sorted(present_models - set(models))
     return RunData(run_dir, run, results, images, labels, ids, exemplars, families, models,
                    int(run.get("seed") or 0))
 
@@ -716,40 +718,48 @@ def compute_aggregates(data: RunData) -> Aggregates:
     results, seed = data.results, data.seed
     options = {"seed": seed, "n_boot": N_BOOT}
     random = {f.label for f in data.families if f.draws > 1}
-    swing = metrics.swing(results)
-    critical = metrics.critical_magnitudes(results)
+    # The sweeps and the per-digit swing each take seconds on a large run: computed once here
+    # and passed to every metric that would otherwise recompute them.
+    sweeps = metrics.family_sweeps(results)
+    swing = metrics.swing(results, sweeps=sweeps)
+    critical = metrics.critical_magnitudes(results, sweeps=sweeps)
     clean = metrics.clean_predictions(results)
     morphometrics = _morphometrics(data.images)
     transitions = metrics.morph_transitions(results)
     return Aggregates(
-        per_magnitude=metrics.per_magnitude(results, **options),
+        per_magnitude=metrics.per_magnitude(results, **options, sweeps=sweeps),
         swing=swing,
         swing_summary=stats.grouped_bootstrap_ci(swing, ["model", "family"], ["swing", "flip_rate"], "mean", N_BOOT, seed=seed),
         critical=critical,
         critical_summary=metrics.critical_summary(critical, "family", **options),
         critical_by_class=metrics.critical_summary(critical, "class", **options),
-        worst_case=metrics.worst_case_accuracy(results, **options),
-        flip_probability=metrics.flip_probability(results, random, **options),
-        per_class=metrics.per_class(results, **options),
+        worst_case=metrics.worst_case_accuracy(results, **options, sweeps=sweeps),
+        flip_probability=metrics.flip_probability(results, random, **options, sweeps=sweeps),
+        per_class=metrics.per_class(results, **options, swing_table=swing),
         clean=clean,
         clean_accuracy=stats.grouped_bootstrap_ci(clean, ["model"], "correct", "mean", N_BOOT, seed=seed),
         transitions=transitions,
         morph_pairs=metrics.morph_summary(transitions, **options) if len(transitions) else pd.DataFrame(),
         morphometrics=morphometrics,
         # Per family, only against the margin (the article's question): each bootstrapped
-        # rank correlation over 10,000 digits costs about half a second.
-        correlations=metrics.instability_correlation(results, "margin", **options),
-        margin_strata=metrics.ambiguity_stratification(results, "margin", STRATA, **options),
+        # rank correlation over 10,000 digits costs about a quarter of a second.
+        correlations=metrics.instability_correlation(results, "margin", **options, swing_table=swing),
+        margin_strata=metrics.ambiguity_stratification(results, "margin", STRATA, **options, swing_table=swing),
         pooled=pooled_instability(swing, clean, morphometrics, data.models[0], seed),
     )
 
 
 def _morphometrics(images: np.ndarray) -> pd.DataFrame:
-    """Morphometrics (thickness, slant...) of the clean digits, indexed by image."""
-    from .data import to_float
-    from .morphometrics import measure
+    """The morphometrics the page shows, thickness and slant, of the clean digits, by image.
 
-    table = measure(to_float(images))
+    Only these two: the full :func:`robust_mnist.morphometrics.measure` spends most of its
+    time on width and height, which the page does not show.
+    """
+    from .data import to_float
+    from .morphometrics import slant, thickness
+
+    images = to_float(images)
+    table = pd.DataFrame({"thickness": thickness(images), "slant": slant(images)})
     table.index.name = "image"
     return table
 

@@ -546,3 +546,38 @@ def test_flip_probability_one_sequence_per_draw_of_a_deterministic_family():
     digits = metrics.flip_probability(table, random_families=set(), per_digit=True).set_index("image")
     assert digits["flip_probability"].tolist() == [2 / 4, 1 / 4]
     assert digits["n_comparisons"].tolist() == [4, 4]
+
+
+# --------------------------------------------------------------------------------------------
+# Precomputed intermediate tables (the report computes them once for every metric)
+# --------------------------------------------------------------------------------------------
+
+
+def test_precomputed_sweeps_and_swing_give_the_same_tables(shuffled):
+    sweeps = metrics.family_sweeps(shuffled)
+    swing = metrics.swing(shuffled)
+    options = {"n_boot": 100, "seed": 3}
+    same = [
+        (metrics.swing(shuffled, sweeps=sweeps), swing),
+        (metrics.critical_magnitudes(shuffled, sweeps=sweeps), metrics.critical_magnitudes(shuffled)),
+        (metrics.per_magnitude(shuffled, **options, sweeps=sweeps), metrics.per_magnitude(shuffled, **options)),
+        (metrics.worst_case_accuracy(shuffled, **options, sweeps=sweeps), metrics.worst_case_accuracy(shuffled, **options)),
+        (metrics.flip_probability(shuffled, {"noise"}, **options, sweeps=sweeps),
+         metrics.flip_probability(shuffled, {"noise"}, **options)),
+        (metrics.per_class(shuffled, **options, swing_table=swing), metrics.per_class(shuffled, **options)),
+        (metrics.ambiguity_stratification(shuffled, "entropy", 3, **options, swing_table=swing),
+         metrics.ambiguity_stratification(shuffled, "entropy", 3, **options)),
+        (metrics.instability_correlation(shuffled, "margin", **options, swing_table=swing),
+         metrics.instability_correlation(shuffled, "margin", **options)),
+    ]
+    for given, computed in same:
+        pd.testing.assert_frame_equal(given, computed, check_exact=True)
+    # The caller's tables are left as they were.
+    pd.testing.assert_frame_equal(sweeps, metrics.family_sweeps(shuffled), check_exact=True)
+    pd.testing.assert_frame_equal(swing, metrics.swing(shuffled), check_exact=True)
+
+
+def test_sweeps_lacking_a_column_is_refused(shuffled):
+    sweeps = metrics.family_sweeps(shuffled, ["label", "pred"])
+    with pytest.raises(ValueError, match="clean_pred"):
+        metrics.critical_magnitudes(shuffled, sweeps=sweeps)

@@ -211,3 +211,11 @@ def test_slant_reads_back_the_shear_perturbation_angle(angle):
     upright[0, 5:23, 13:16] = 1.0
     sheared, _ = perturb("shear", upright, angle)
     assert morphometrics.measure(sheared)["slant"][0] == pytest.approx(angle, abs=0.5)
+
+
+def test_thickness_and_slant_alone_equal_the_full_measurement(mnist):
+    images = np.concatenate([to_float(mnist.x_test[:40]), np.zeros((1, 28, 28), np.float32)])
+    full = morphometrics.measure(images)
+    np.testing.assert_array_equal(morphometrics.thickness(images), full["thickness"].to_numpy())
+    np.testing.assert_array_equal(morphometrics.slant(images), full["slant"].to_numpy())
+    assert np.isnan(morphometrics.slant(images)[-1])

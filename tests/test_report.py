@@ -204,6 +204,19 @@ def test_strip_draws_digits_pixel_exact():
     assert abs(blue - expected) <= geometry["bar"]
 
 
+def test_morphometrics_are_the_measured_thickness_and_slant():
+    from robust_mnist.morphometrics import measure
+    from robust_mnist.report import _morphometrics
+
+    images = load_mnist().x_test[:200].copy()
+    images[7] = 0  # a blank digit: NaN, as measure() gives
+    expected = measure(to_float(images))[["thickness", "slant"]]
+    table = _morphometrics(images)
+    assert table.index.name == "image"
+    assert np.array_equal(table.to_numpy(), expected.to_numpy(), equal_nan=True)
+    assert np.isnan(table.loc[7]).all()
+
+
 def test_unfinished_run_is_reported_as_far_as_it_got(run_dir, tmp_path):
     import json
     import shutil

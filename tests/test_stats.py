@@ -155,6 +155,18 @@ def test_grouped_equals_per_group_calls():
     )
 
 
+def test_grouped_medians_share_resamples_and_equal_per_group_calls():
+    # Groups of equal size (before and after dropping NaN) go through one resampling.
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"g": np.repeat([0, 1, 2, 3], 25), "x": rng.integers(0, 4, 100).astype(float)})
+    frame.loc[[5, 60, 61], "x"] = np.nan
+    frame.loc[[30, 31, 90], "x"] = np.inf
+    table = grouped_bootstrap_ci(frame, "g", "x", "median", n_boot=300, seed=4)
+    for _, row in table.iterrows():
+        expected = bootstrap_ci(frame.loc[frame["g"] == row["g"], "x"], "median", n_boot=300, seed=4)
+        assert (row["x"], row["x_low"], row["x_high"]) == expected
+
+
 def test_grouped_empty_frame_keeps_columns():
     table = grouped_bootstrap_ci(pd.DataFrame({"g": [], "x": []}), "g", "x")
     assert table.empty and list(table.columns) == ["g", "n_digits", "x", "x_low", "x_high"]
@@ -198,6 +210,20 @@ def test_correlation_matches_scipy_and_naive_loop():
             naive.append(function(x[index], y[index])[0])
         assert (low, high) == pytest.approx(tuple(np.quantile(naive, [0.025, 0.975])))
         assert low < estimate < high
+
+
+def test_spearman_with_heavy_ties_matches_scipy_loop():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, 40).astype(float)
+    y = x + rng.integers(0, 2, 40)
+    estimate, low, high = correlation_ci(x, y, n_boot=300, seed=9)
+    rng_naive = np.random.default_rng(9)
+    naive = []
+    for _ in range(300):
+        index = rng_naive.integers(0, 40, size=40)
+        naive.append(scipy.stats.spearmanr(x[index], y[index])[0])
+    assert estimate == pytest.approx(scipy.stats.spearmanr(x, y)[0])
+    assert (low, high) == pytest.approx(tuple(np.nanquantile(naive, [0.025, 0.975])))
 
 
 def test_correlation_hand_computed_cases():
