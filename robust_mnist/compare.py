@@ -403,7 +403,7 @@ def pairwise_accuracy(
     return table
 
 
-def per_digit_metrics(results: pd.DataFrame) -> pd.DataFrame:
+def per_digit_metrics(results: pd.DataFrame, refined: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per model, family and digit: accuracy, swing, flip rate and critical magnitude.
 
     ``accuracy`` and ``flip_rate`` are the fractions of the family's non-zero magnitudes at
@@ -411,8 +411,9 @@ def per_digit_metrics(results: pd.DataFrame) -> pd.DataFrame:
     magnitude's draws averaged first), ``swing`` the range of its true-class probability
     over the sweep (:func:`robust_mnist.metrics.swing`), ``critical_magnitude`` the smallest
     magnitude that flips it, ``+inf`` if none does
-    (:func:`robust_mnist.metrics.critical_magnitudes`, majority rule). The mean of
-    ``accuracy`` over digits is the family's accuracy averaged over its magnitudes.
+    (:func:`robust_mnist.metrics.critical_magnitudes`, majority rule, refined by bisection
+    where ``refined`` has it). The mean of ``accuracy`` over digits is the family's accuracy
+    averaged over its magnitudes.
 
     Returns
     -------
@@ -420,7 +421,7 @@ def per_digit_metrics(results: pd.DataFrame) -> pd.DataFrame:
         ``model, family, image, label, accuracy, swing, flip_rate, critical_magnitude``.
     """
     swing = metrics.swing(results)
-    critical = metrics.critical_magnitudes(results)
+    critical = metrics.critical_magnitudes(results, refined=refined)
     table = swing[["model", "family", "image", "label", "accuracy", "swing", "flip_rate"]].merge(
         critical[["model", "family", "image", "critical_magnitude"]], on=["model", "family", "image"], how="left"
     )
@@ -890,6 +891,8 @@ class Comparison:
     results: pd.DataFrame
     exemplars: dict[str, dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    #: Critical magnitudes refined by bisection, of the families every run refined alike.
+    refined: pd.DataFrame | None = None
     seed: int = 0
     alpha: float = ALPHA
     n_boot: int = N_BOOT
@@ -913,7 +916,7 @@ class Comparison:
     @cached_property
     def digits(self) -> pd.DataFrame:
         """:func:`per_digit_metrics`."""
-        return per_digit_metrics(self.results)
+        return per_digit_metrics(self.results, self.refined)
 
     @cached_property
     def summary(self) -> pd.DataFrame:
@@ -1033,7 +1036,7 @@ def compare_runs(
                 "same study's perturbations can be compared"
             )
 
-    models, model_info, notes, pieces = _merge_models(paths, runs, tables)
+    models, model_info, notes, pieces, renames = _merge_models(paths, runs, tables)
     results = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0]
     if len(models) < 2:
         notes.append("Only one model: nothing to compare it with; the page shows it alone.")
@@ -1043,7 +1046,37 @@ def compare_runs(
         images=reference.images, labels=np.asarray(reference.labels, np.int64), ids=reference.ids,
         results=results, exemplars=_merge_exemplars(paths), notes=notes,
         seed=int(runs[0].get("seed", 0)), alpha=alpha, n_boot=n_boot, level=level,
+        refined=_merge_refined(paths, runs, renames, notes),
     )
+
+
+def _merge_refined(
+    paths: list[Path], runs: list[dict[str, Any]], renames: list[dict[str, str]], notes: list[str]
+) -> pd.DataFrame | None:
+    """The runs' refined critical magnitudes, for the families that every run refined alike.
+
+    A family refined in one run and not in another would set bisected values against grid
+    values, which favours the refined models: those keep their grid values, with a note.
+    """
+    from .runner import load_refined
+
+    steps = [{spec["label"]: int(spec.get("refine") or 0) for spec in run.get("study", {}).get("perturbations", [])}
+             for run in runs]
+    alike = {label for label, k in steps[0].items() if k and all(other.get(label) == k for other in steps[1:])}
+    unlike = sorted({label for run_steps in steps for label, k in run_steps.items() if k} - alike)
+    if unlike:
+        notes.append(f"Critical magnitudes of {', '.join(unlike)} are the grid values: the runs did "
+                     "not all refine them with the same number of bisection steps.")
+    if not alike:
+        return None
+    # Under the merged model names, without the models dropped as repeats (as the results).
+    tables = []
+    for path, names in zip(paths, renames):
+        table = load_refined(path)
+        if table is not None:
+            table = table.loc[table["family"].isin(alike) & table["model"].isin(names)]
+            tables.append(table.assign(model=table["model"].map(names)))
+    return pd.concat(tables, ignore_index=True) if tables else None
 
 
 def _perturbation_difference(
@@ -1089,8 +1122,12 @@ def _perturbation_difference(
 
 def _merge_models(
     paths: list[Path], runs: list[dict[str, Any]], tables: list[pd.DataFrame]
-) -> tuple[list[str], dict[str, dict[str, Any]], list[str], list[pd.DataFrame]]:
-    """Unique model names across runs; the results of each run under those names."""
+) -> tuple[list[str], dict[str, dict[str, Any]], list[str], list[pd.DataFrame], list[dict[str, str]]]:
+    """Unique model names across runs; the results of each run under those names.
+
+    Returns the names, their run.json entries, notes, each run's results and each run's
+    renaming (name in the run -> merged name; models dropped as repeats are absent).
+    """
     notes: list[str] = []
     # First pass: drop repeats of a model file already seen (same checksum) in an earlier run.
     kept: list[list[str]] = []
@@ -1115,6 +1152,7 @@ def _merge_models(
     models: list[str] = []
     model_info: dict[str, dict[str, Any]] = {}
     pieces: list[pd.DataFrame] = []
+    all_renames: list[dict[str, str]] = []
     for path, info, table, names in zip(paths, runs, tables, kept):
         renames: dict[str, str] = {}
         for name in names:
@@ -1132,7 +1170,8 @@ def _merge_models(
         if any(old != new for old, new in renames.items()):
             part = part.assign(model=part["model"].map(renames))
         pieces.append(part)
-    return models, model_info, notes, pieces
+        all_renames.append(renames)
+    return models, model_info, notes, pieces, all_renames
 
 
 def _merge_exemplars(paths: list[Path]) -> dict[str, dict[str, Any]]:

@@ -22,8 +22,8 @@ Conventions shared by every function here:
   each draw is compared with the clean image) or deterministic (an ordered sequence) is told by
   the caller, see :func:`flip_probability`.
 
-Everything is vectorised with pandas/numpy group operations; the only per-digit Python is the
-optional ``refine`` callback of :func:`critical_magnitudes`, which evaluates a model.
+Everything is vectorised with pandas/numpy group operations. Metrics never evaluate a model:
+critical magnitudes refined between grid points come from the runner as a table.
 """
 
 from __future__ import annotations
@@ -651,7 +651,7 @@ def swing_summary(
 def critical_magnitudes(
     results: pd.DataFrame,
     rule: str = "majority",
-    refine: Callable[[str, str, int, float, float], float] | None = None,
+    refined: pd.DataFrame | None = None,
     sweeps: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per digit and family: the smallest magnitude at which the prediction changes.
@@ -672,12 +672,12 @@ def critical_magnitudes(
     results : DataFrame
         The results table.
     rule : {"majority", "any"}
-    refine : callable, optional
-        ``refine(model, family, image, low, high) -> float``, called once per flipping digit
-        with ``low = bracket_magnitude`` (not flipped) and ``high = signed_magnitude``
-        (flipped), returns a refined signed magnitude in between (for example by bisection
-        with the model; the runner provides it, metrics stay pure). The refined value
-        replaces ``signed_magnitude`` and its absolute value ``critical_magnitude``.
+    refined : DataFrame, optional
+        Critical magnitudes refined between grid points, as the runner computes them with the
+        model (:func:`robust_mnist.runner.refine_critical`; metrics stay pure): columns
+        ``model, family, image, high``, ``high`` a signed magnitude in ``[bracket_magnitude,
+        signed_magnitude]`` of a digit that flips. It replaces ``signed_magnitude``, its
+        absolute value ``critical_magnitude``, and ``refined`` is True for that digit.
     sweeps : DataFrame, optional
         ``family_sweeps(results)`` (all columns, or at least the ones used here), when the
         caller already has it for several metrics; computed here otherwise.
@@ -692,17 +692,16 @@ def critical_magnitudes(
     Raises
     ------
     ValueError
-        On an unknown rule, or a refined value outside its bracket.
+        On an unknown rule, or a refined value for a digit that does not flip on the grid
+        or outside its bracket.
     """
     if rule not in RULES:
         raise ValueError(f"rule {rule!r} is not supported; use one of {RULES}")
     _check_results(results)
-    return _critical(_sweeps(results, sweeps, ["label", "clean_pred", "pred"]), rule, refine)
+    return _critical(_sweeps(results, sweeps, ["label", "clean_pred", "pred"]), rule, refined)
 
 
-def _critical(
-    sweeps: pd.DataFrame, rule: str, refine: Callable[[str, str, int, float, float], float] | None
-) -> pd.DataFrame:
+def _critical(sweeps: pd.DataFrame, rule: str, refined: pd.DataFrame | None = None) -> pd.DataFrame:
     """:func:`critical_magnitudes` of the rows of :func:`family_sweeps`."""
     digits = sweeps.groupby(DIGIT, sort=True).agg(
         label=("label", "first"), clean_pred=("clean_pred", "first")
@@ -731,19 +730,26 @@ def _critical(
     table = digits.merge(first, on=DIGIT, how="left")
     table["critical_magnitude"] = table["critical_magnitude"].fillna(np.inf)
     table["refined"] = False
-    if refine is not None:
-        for index in np.flatnonzero(np.isfinite(table["critical_magnitude"].to_numpy())):
-            row = table.iloc[index]
-            low, high = float(row["bracket_magnitude"]), float(row["signed_magnitude"])
-            value = float(refine(row["model"], row["family"], int(row["image"]), low, high))
-            if not min(low, high) <= value <= max(low, high):
-                raise ValueError(
-                    f"refine returned {value:g} for model {row['model']!r} family "
-                    f"{row['family']!r} image {row['image']}, outside its bracket [{low:g}, {high:g}]"
+    if refined is not None and len(refined):
+        # Only the models and families at hand (a caller may pass a part of the results).
+        refined = refined.merge(table[["model", "family"]].drop_duplicates(), on=["model", "family"])
+        found = table.reset_index().merge(refined[DIGIT + ["high"]], on=DIGIT, how="inner")
+        low, grid, value = (found[c].to_numpy(np.float64) for c in ("bracket_magnitude", "signed_magnitude", "high"))
+        wrong = ~(np.minimum(low, grid) <= value) | ~(value <= np.maximum(low, grid))  # NaN grid: no flip
+        if len(found) < len(refined) or wrong.any():
+            bad = found.loc[wrong].iloc[0] if wrong.any() else None
+            if bad is None:
+                where = "a digit that is not in the results"
+            else:
+                where = f"model {bad['model']!r} family {bad['family']!r} image {bad['image']}: " + (
+                    "it never flips on the grid" if np.isnan(bad["signed_magnitude"]) else
+                    f"{bad['high']:g} is outside its bracket [{bad['bracket_magnitude']:g}, {bad['signed_magnitude']:g}]"
                 )
-            table.iloc[index, table.columns.get_indexer(["signed_magnitude", "critical_magnitude", "refined"])] = [
-                value, abs(value), True
-            ]
+            raise ValueError(f"refined critical magnitudes do not match the results ({where})")
+        rows = found["index"].to_numpy()
+        table.loc[rows, "signed_magnitude"] = value
+        table.loc[rows, "critical_magnitude"] = np.abs(value)
+        table.loc[rows, "refined"] = True
     return table[
         DIGIT + ["label", "clean_pred", "critical_magnitude", "signed_magnitude", "bracket_magnitude", "refined"]
     ]
@@ -1181,6 +1187,7 @@ def summary_table(
     n_boot: int = 1000,
     level: float = 0.95,
     rule: str = "majority",
+    refined: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The run's compact summary: a tidy (long) frame, one row per model, family and figure.
 
@@ -1205,6 +1212,8 @@ def summary_table(
         Bootstrap over digits.
     rule : {"majority", "any"}
         See :func:`critical_magnitudes`.
+    refined : DataFrame, optional
+        Refined critical magnitudes (see :func:`critical_magnitudes`).
 
     Returns
     -------
@@ -1224,7 +1233,7 @@ def summary_table(
     flips = grouped_bootstrap_ci(digits, ["model", "family"], "flip_rate", "mean", n_boot, level, seed)
     flips = flips.assign(metric="flip_rate", magnitude=np.nan)
     critical = grouped_bootstrap_ci(
-        _critical(sweeps, rule, None), ["model", "family"], "critical_magnitude", "median", n_boot, level, seed
+        _critical(sweeps, rule, refined), ["model", "family"], "critical_magnitude", "median", n_boot, level, seed
     ).assign(metric="critical_magnitude", magnitude=np.nan)
     parts = []
     sources = ((clean, "accuracy"), (accuracy, "accuracy"), (flips, "flip_rate"), (critical, "critical_magnitude"))

@@ -338,8 +338,9 @@ def critical_magnitude_plot(
         Each digit's critical magnitude: the smallest |magnitude| at which its prediction
         changed; NaN or inf for a digit that never flipped within the grid.
     grid : (M,) ndarray of float
-        The family's magnitude grid. Signed grids pool both signs by size; bins are centred
-        on the grid's sizes, so refined (bisected) values fall into the nearest point's bin.
+        The family's magnitude grid. Signed grids pool both signs by size. A digit counts at
+        the first grid size at or above its critical magnitude: a refined (bisected) value
+        between two grid sizes counts at the larger, where the grid first sees the flip.
     unit : str
     color : str
 
@@ -354,8 +355,9 @@ def critical_magnitude_plot(
     sizes = sizes[sizes != 0]
     n = max(len(critical), 1)
     flipped = critical[np.isfinite(critical)]
-    edges = np.concatenate([[0.0], (sizes[1:] + sizes[:-1]) / 2, [np.inf]])
-    counts = np.histogram(flipped, bins=edges)[0] if len(sizes) else np.zeros(0, dtype=int)
+    # Bin i holds (sizes[i - 1], sizes[i]]: where the grid first sees the flip.
+    bins = np.minimum(np.searchsorted(sizes, flipped, side="left"), max(len(sizes) - 1, 0))
+    counts = np.bincount(bins, minlength=len(sizes)) if len(sizes) else np.zeros(0, dtype=int)
     never = len(critical) - len(flipped)
     signed = (np.asarray(grid, dtype=float) < 0).any()
     with matplotlib.rc_context(STYLE):

@@ -428,7 +428,10 @@ METHODS = (
      "magnitude. 0 means the probability never moved, 1 that it went from certain to zero."),
     ("Critical magnitude", "The smallest |magnitude| at which a digit's prediction differs from "
      "its clean prediction (for random families: in a majority of draws); \"never\" when it holds "
-     "across the whole grid. Family medians are over digits."),
+     "across the whole grid. Family medians are over digits. For a deterministic family run with "
+     "refine = k in the study file, each digit's value is then refined with the model by k bisection "
+     "steps between the grid points around it (the last where the prediction held and the first "
+     "where it changed), to 1/2^k of the grid spacing."),
     ("Worst-case accuracy", "The share of digits classified correctly at every magnitude of the "
      "grid (clean included), as a grid-search adversary would find them (Engstrom et al. 2019)."),
     ("Flip probability", "ImageNet-P's measure (Hendrycks and Dietterich 2019): for ordered "
@@ -463,6 +466,8 @@ class FamilyInfo:
     draws: int
     options: dict[str, Any]
     anchor: str
+    #: Bisection steps refining the critical magnitudes (0: grid values).
+    refine: int = 0
 
     @property
     def is_morph(self) -> bool:
@@ -483,6 +488,8 @@ class RunData:
     families: list[FamilyInfo]
     models: list[str]
     seed: int
+    #: Critical magnitudes refined by bisection (:func:`robust_mnist.runner.load_refined`).
+    refined: pd.DataFrame | None = None
 
 
 #: The results columns the report uses; the other realised parameters are left on disk (the
@@ -514,6 +521,8 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
     ValueError
         If the run has no results yet.
     """
+    from .runner import load_refined
+
     run_dir = Path(run_dir)
     run = _read_run_json(run_dir)
     results = _load_results(run_dir, run)
@@ -537,14 +546,14 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
             label=label, family=family, unit=unit,
             magnitudes=[float(m) for m in spec.get("magnitudes", [])],
             draws=int(spec.get("draws") or 1), options=dict(spec.get("options") or {}),
-            anchor=f"family-{index}-{_slug(label).lower()}",
+            anchor=f"family-{index}-{_slug(label).lower()}", refine=int(spec.get("refine") or 0),
         ))
     # unique() first: iterating the million-row string column itself takes seconds.
     present_models = set(results["model"].unique())
     models = [m for m in run.get("models", {}) if m in present_models]
     models += sorted(present_models - set(models))
     return RunData(run_dir, run, results, images, labels, ids, exemplars, families, models,
-                   int(run.get("seed") or 0))
+                   int(run.get("seed") or 0), load_refined(run_dir))
 
 
 # ---------------------------------------------------------------------------- sections
@@ -722,7 +731,7 @@ def compute_aggregates(data: RunData) -> Aggregates:
     # and passed to every metric that would otherwise recompute them.
     sweeps = metrics.family_sweeps(results)
     swing = metrics.swing(results, sweeps=sweeps)
-    critical = metrics.critical_magnitudes(results, sweeps=sweeps)
+    critical = metrics.critical_magnitudes(results, refined=data.refined, sweeps=sweeps)
     clean = metrics.clean_predictions(results)
     morphometrics = _morphometrics(data.images)
     transitions = metrics.morph_transitions(results)

@@ -31,6 +31,8 @@ Run directory (the layout other modules read)::
     RUN_DIR/results.parquet    the long table, written at the end, sorted by model (study
                                order), family (clean, then study order), magnitude, draw, image
     RUN_DIR/exemplars.npz      gallery digits, below
+    RUN_DIR/refined.parquet    only for studies with ``refine`` sweeps: critical magnitudes
+                               refined by bisection (:func:`refine_critical`), written last
 
 Results columns: model, family, magnitude (float64), image (int64, index into digits.npz),
 draw (int64), label, clean_pred, pred (int64), p_true, p_pred, p0..p9 (float32),
@@ -121,6 +123,10 @@ BASE_COLUMNS = (
     "p_true", "p_pred", *PROBABILITY_COLUMNS,
 )
 _METADATA_KEY = b"robust_mnist"
+
+
+#: Critical magnitudes refined by bisection (studies with ``refine`` sweeps only).
+REFINED_FILE = "refined.parquet"
 
 
 class RunDirError(ValueError):
@@ -513,6 +519,9 @@ def run_study(
             _write_results(run_dir, run_info)
             progress.stage("writing exemplars.npz")
             write_exemplars(run_dir, spec, run_info)
+            if any(sweep.refine for sweep in spec.perturbations):
+                progress.stage("refining critical magnitudes")
+                _write_refined(run_dir, spec, digits, {name: model.classifier for name, model in loaded.items()})
         except BaseException as error:
             run_info["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             if not isinstance(error, KeyboardInterrupt):
@@ -963,6 +972,14 @@ def _write_results(run_dir: Path, run_info: dict[str, Any]) -> None:
     _write_bytes_atomically(run_dir / "results.parquet", write)
 
 
+def _write_refined(run_dir: Path, spec: StudySpec, digits: Digits, classifiers: dict[str, Classifier]) -> None:
+    labels = [sweep.label for sweep in spec.perturbations if sweep.refine]
+    # Only the refined sweeps and the clean rows: the whole table can be large.
+    results = pq.read_table(run_dir / "results.parquet", filters=[("family", "in", [CLEAN, *labels])]).to_pandas()
+    table = refine_critical(results, spec, digits, classifiers)
+    _write_bytes_atomically(run_dir / REFINED_FILE, lambda handle: table.to_parquet(handle, index=False))
+
+
 def load_results(run_dir: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     """The results table of a run (columns in the module docstring).
 
@@ -1165,7 +1182,7 @@ def _is_finished(run_dir: Path) -> bool:
 
 def _clear_run_dir(run_dir: Path) -> None:
     """Remove the files a run writes (and nothing else a user may keep there)."""
-    for name in ("run.json", "digits.npz", "results.parquet", "exemplars.npz"):
+    for name in ("run.json", "digits.npz", "results.parquet", "exemplars.npz", REFINED_FILE):
         (run_dir / name).unlink(missing_ok=True)
     cell_dir = run_dir / "cells"
     if cell_dir.is_dir():
@@ -1305,51 +1322,95 @@ def _json_default(value: Any) -> Any:
 # --------------------------------------------------------------------------- refinement
 
 
-def bisection_refiner(
-    spec: StudySpec, digits: Digits, classifiers: dict[str, Classifier], steps: int = 8
-) -> Callable[[str, str, int, float, float], float]:
-    """A ``refine`` hook for :func:`robust_mnist.metrics.critical_magnitudes`.
+def refine_critical(
+    results: "pd.DataFrame",  # noqa: F821
+    spec: StudySpec,
+    digits: Digits,
+    classifiers: dict[str, Classifier],
+) -> "pd.DataFrame":  # noqa: F821
+    """Critical magnitudes refined by bisection, for the sweeps that ask for it (``refine``).
 
-    Between the last grid magnitude where a digit's prediction is still the clean one (``low``)
-    and the first where it changed (``high``), bisect ``steps`` times with the model itself,
-    so the critical magnitude is known to ``|high - low| / 2**steps`` instead of the grid
-    spacing. Only deterministic families are refined: a random family draws new parameters
-    at every magnitude, so its flip point is not a property of the digit, and its grid value
-    is returned unchanged.
+    For each model and each digit that flips on the grid of a sweep with ``refine = k``, the
+    change happens between ``low``, the grid point next to the critical one towards 0 (the
+    prediction there is still the clean one; 0 for the first grid point), and ``high``, the
+    critical grid point. ``k`` times, the digit is perturbed at the middle and the model asked
+    again: the middle becomes ``high`` if the prediction differs from the clean one, ``low``
+    otherwise. The critical magnitude is then known to ``|high - low| / 2**k``. All the
+    digits of a sweep are bisected together, one batch per step. Only deterministic families
+    can be refined (the study file checks it): a random family draws new parameters at every
+    magnitude, so its flip point is not a property of the digit.
 
     Parameters
     ----------
+    results : DataFrame
+        The run's results table (:func:`load_results`), clean rows included.
     spec : StudySpec
-        The study the results came from (family options by spec label).
     digits : Digits
         The run's digits (:func:`load_digits_npz`).
     classifiers : dict of str to Classifier
         The run's models by name.
-    steps : int
-        Number of halvings.
+
+    Returns
+    -------
+    DataFrame
+        One row per (model, family, image) that flips: ``model, family, image, low, high``
+        (signed magnitudes; ``high`` is the refined critical magnitude), for the ``refined``
+        argument of :func:`robust_mnist.metrics.critical_magnitudes`.
     """
-    from .perturbations import get
+    import pandas as pd
 
-    sweeps = {sweep.label: sweep for sweep in spec.perturbations}
+    from . import metrics
 
-    def refine(model: str, family: str, image: int, low: float, high: float) -> float:
-        sweep = sweeps[family]
-        perturbation = get(sweep.family, **dict(sweep.options))
-        if perturbation.random:
-            return high
-        clean = to_float(digits.images[image : image + 1])
-        labels = digits.labels[image : image + 1]
-        classifier = classifiers[model]
-        clean_pred = int(classifier.predict_proba(clean).argmax())
-        for _ in range(steps):
-            middle = (low + high) / 2
+    parts = []
+    for sweep in spec.perturbations:
+        if not sweep.refine:
+            continue
+        perturbation = sweep.make()
+        rows = results.loc[results["family"].isin([sweep.label, CLEAN])]
+        grid = metrics.critical_magnitudes(rows)
+        grid = grid.loc[grid["family"] == sweep.label].dropna(subset=["signed_magnitude"])
+        for model, flipping in grid.groupby("model", sort=False):
+            image = flipping["image"].to_numpy(np.int64)
+            clean = to_float(digits.images[image])
+            low, high = _bisect(
+                perturbation, clean, digits.labels[image], flipping["clean_pred"].to_numpy(),
+                flipping["bracket_magnitude"].to_numpy(np.float64),
+                flipping["signed_magnitude"].to_numpy(np.float64),
+                classifiers[model], sweep.refine,
+            )
+            parts.append(pd.DataFrame({"model": model, "family": sweep.label, "image": image,
+                                       "low": low, "high": high}))
+    columns = {"model": "object", "family": "object", "image": "int64", "low": "float64", "high": "float64"}
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns)).astype(columns)
+
+
+def _bisect(perturbation, clean, labels, clean_pred, low, high, classifier, steps):
+    """Batched bisection of :func:`refine_critical`: ``(low, high)`` after ``steps`` halvings."""
+    for _ in range(steps):
+        middle = (low + high) / 2
+        perturbed = np.empty_like(clean)
+        # sample_params takes one magnitude: perturb the digits that share a middle together.
+        for value in np.unique(middle):
+            chosen = np.flatnonzero(middle == value)
             rng = np.random.default_rng(0)  # deterministic families ignore it
-            params = perturbation.sample_params(1, middle, rng, images=clean, labels=labels)
-            prediction = int(classifier.predict_proba(perturbation.apply(clean, params)).argmax())
-            if prediction != clean_pred:
-                high = middle
-            else:
-                low = middle
-        return high
+            params = perturbation.sample_params(
+                len(chosen), float(value), rng, images=clean[chosen], labels=labels[chosen]
+            )
+            perturbed[chosen] = perturbation.apply(clean[chosen], params)
+        flipped = _predict(classifier, perturbed, "refinement").argmax(axis=1) != clean_pred
+        high = np.where(flipped, middle, high)
+        low = np.where(flipped, low, middle)
+    return low, high
 
-    return refine
+
+def load_refined(run_dir: str | os.PathLike) -> "pd.DataFrame | None":  # noqa: F821
+    """The refined critical magnitudes of a run (``refined.parquet``), or None if it has none."""
+    import pandas as pd
+
+    path = Path(run_dir) / REFINED_FILE
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise RunDirError(f"{path} is not a readable refined-magnitudes table ({error}); run the study again with --force") from error

@@ -73,7 +73,9 @@ _TOP_KEYS = ("name", "seed", "description", "models", "data", "perturbations", "
 _EXECUTORS = ("serial", "process", "dask")  # robust_mnist.executors.EXECUTORS (a test checks)
 _MODEL_KEYS = ("arch", "seed", "seeds", "path", "name")
 _DATA_KEYS = {"mnist-test": ("source", "n"), "folder": ("source", "path", "labels")}
-_SPEC_KEYS = ("family", "magnitudes", "draws", "label", "n")
+_SPEC_KEYS = ("family", "magnitudes", "draws", "label", "n", "refine")
+#: Most bisection steps a sweep may ask for (2**-20 of a grid interval is far below any use).
+MAX_REFINE = 20
 
 
 class StudyError(ValueError):
@@ -154,6 +156,10 @@ class PerturbationSpec:
         Family options passed to ``perturbations.get(family, **options)``.
     n : int or None
         Run on a class-stratified subset of this many of the study's digits (None: all).
+    refine : int
+        Bisection steps that refine each digit's critical magnitude between the grid points
+        around it, with the model, once the grid is done (0: the grid value; deterministic
+        families only; see :func:`robust_mnist.runner.refine_critical`).
     """
 
     label: str
@@ -162,6 +168,7 @@ class PerturbationSpec:
     draws: int = 1
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     n: int | None = None
+    refine: int = 0
 
     def make(self) -> perturbations.Perturbation:
         """A fresh instance of the family configured with this spec's options."""
@@ -175,6 +182,8 @@ class PerturbationSpec:
             "draws": self.draws,
             "n": self.n,
             "options": _plain(self.options),
+            # Only when asked for, so that the studies of earlier versions keep their hash.
+            **({"refine": self.refine} if self.refine else {}),
         }
 
 
@@ -472,6 +481,16 @@ def _parse_perturbations(
         if n is not None and data_size is not None and n > data_size:
             check.fail(f"{where}.n", f"{n} exceeds the study's {data_size} digits")
 
+        refine = check.typed(entry, "refine", int, where, default=0)
+        if not 0 <= refine <= MAX_REFINE:
+            check.fail(f"{where}.refine", f"must be a number of bisection steps from 0 to {MAX_REFINE}; got {refine}")
+        if refine and instance.random:
+            check.fail(
+                f"{where}.refine",
+                f"family {family_name!r} is random: its flip point changes with every draw, so only "
+                "deterministic families can be refined",
+            )
+
         result.append(
             PerturbationSpec(
                 label=label,
@@ -480,6 +499,7 @@ def _parse_perturbations(
                 draws=draws,
                 options=MappingProxyType(_freeze(options)),
                 n=n,
+                refine=refine,
             )
         )
     labels = [spec.label for spec in result]

@@ -686,3 +686,34 @@ def test_the_run_stores_the_most_disputed_digits_for_the_gallery(comparison, run
         stored = npz["fake_shift/disagree"]
         assert set(stored) <= set(npz["fake_shift/images"])
     assert stored.tolist() == expected
+
+
+def test_refined_critical_magnitudes_reach_the_summary_the_report_and_the_comparison(tmp_path):
+    from robust_mnist.commands.summary import summary_frame
+    from robust_mnist.report import compute_aggregates, load_run, write_report
+
+    rotate = {"family": "rotate", "magnitudes": [-40.0, -20.0, 20.0, 40.0]}
+    refined_run = make_run(tmp_path / "refined", families=[{**rotate, "refine": 4}])
+    table = runner.load_refined(refined_run)
+    assert len(table) > 5 and (table["high"].abs() % 20 != 0).any()  # off the grid
+
+    # The per-digit critical magnitudes everywhere are the bisected ones.
+    expected = table.set_index(["model", "family", "image"])["high"].abs()
+    comparison = compare.compare_runs([refined_run], n_boot=50)
+    digits = comparison.digits.set_index(["model", "family", "image"])["critical_magnitude"]
+    np.testing.assert_array_equal(digits.loc[expected.index].to_numpy(), expected.to_numpy())
+    aggregates = compute_aggregates(load_run(refined_run))
+    report_critical = aggregates.critical.set_index(["model", "family", "image"])["critical_magnitude"]
+    np.testing.assert_array_equal(report_critical.loc[expected.index].to_numpy(), expected.to_numpy())
+    summary = summary_frame(refined_run)
+    medians = summary.loc[summary["metric"] == "critical_magnitude"].set_index("model")["value"]
+    for model, median in medians.items():
+        assert median == np.median(report_critical.loc[model].to_numpy())
+    html = write_report(refined_run, tmp_path / "report.html").read_text()
+    assert "critical magnitudes refined by 4 bisection steps" in html
+
+    # Runs that did not refine alike keep the grid values, and say so.
+    plain_run = make_run(tmp_path / "plain", families=[rotate], models=[{"arch": "article", "seed": 0, "name": "weak"}])
+    both = compare.compare_runs([refined_run, plain_run], n_boot=50)
+    assert both.refined is None and any("are the grid values" in note for note in both.notes)
+    assert (both.digits["critical_magnitude"].replace(np.inf, 20.0) % 20 == 0).all()

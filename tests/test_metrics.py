@@ -254,22 +254,24 @@ def test_critical_magnitudes_hand_computed(hand):
     assert only(by_class, family="thin", label=0)["critical_magnitude"] == 1.5
 
 
-def test_critical_magnitude_refinement_hook(hand):
-    calls = []
-
-    def halfway(model, family, image, low, high):
-        calls.append((model, family, image, low, high))
-        return (low + high) / 2
-
-    critical = metrics.critical_magnitudes(hand, refine=halfway)
-    # Called once per digit that flips, with its bracket; never for digits that never flip.
-    assert ("m", "thin", 0, 1.0, 1.5) in calls and ("m", "rotate", 1, 0.0, -10.0) in calls
-    assert len(calls) == 5
+def test_refined_critical_magnitudes_replace_the_grid_values(hand):
+    grid = metrics.critical_magnitudes(hand)
+    # Digits that flip: thin image 0 between 1.0 and 1.5; rotate image 1 between 0 and -10.
+    assert (only(grid, family="thin", image=0)["bracket_magnitude"], only(grid, family="thin", image=0)["signed_magnitude"]) == (1.0, 1.5)
+    refined = pd.DataFrame({"model": ["m", "m"], "family": ["thin", "rotate"], "image": [0, 1],
+                            "low": [1.0, 0.0], "high": [1.25, -5.0]})
+    critical = metrics.critical_magnitudes(hand, refined=refined)
     assert only(critical, family="thin", image=0)["critical_magnitude"] == 1.25
     assert only(critical, family="rotate", image=1)["signed_magnitude"] == -5.0
-    assert only(critical, family="rotate", image=2)["refined"] == False  # noqa: E712
+    assert only(critical, family="rotate", image=1)["critical_magnitude"] == 5.0
+    assert critical["refined"].sum() == 2 and not only(critical, family="rotate", image=2)["refined"]
+    summary = metrics.summary_table(hand, n_boot=50, refined=refined)
+    assert not summary.equals(metrics.summary_table(hand, n_boot=50))
     with pytest.raises(ValueError, match="outside its bracket"):
-        metrics.critical_magnitudes(hand, refine=lambda *args: 99.0)
+        metrics.critical_magnitudes(hand, refined=refined.assign(high=[99.0, -5.0]))
+    never = refined.assign(image=[2, 1], family=["rotate", "rotate"])  # rotate image 2 never flips
+    with pytest.raises(ValueError, match="image 2: it never flips on the grid"):
+        metrics.critical_magnitudes(hand, refined=never)
 
 
 def test_morph_transitions_hand_computed():

@@ -250,3 +250,12 @@ def test_cli_writes_the_same_bytes_again_and_prints_the_path(report, run_dir, tm
     assert main(["report", str(tmp_path / "missing")]) == 1
     error = capsys.readouterr().err
     assert "error" in error and "missing" in error and "Traceback" not in error
+
+
+def test_critical_plot_counts_a_digit_at_the_first_grid_size_that_sees_its_flip():
+    from robust_mnist import plots
+
+    # 5 flips by 10; 12 (refined between 10 and 20) and 20 flip by 20; one digit never flips.
+    figure = plots.critical_magnitude_plot(np.array([5.0, 12.0, 20.0, np.inf]), np.array([-20.0, -10.0, 10.0, 20.0]))
+    heights = [bar.get_height() for bar in figure.axes[0].patches]
+    assert heights == [0.25, 0.5, 0.25]

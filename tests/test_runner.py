@@ -463,21 +463,23 @@ def test_fake_shift_reference():
 
 
 def test_bisection_refines_critical_magnitudes_between_grid_points(tmp_path):
-    from robust_mnist.metrics import critical_magnitudes
-    from robust_mnist.runner import bisection_refiner, load_digits_npz
     from robust_mnist.data import to_float
+    from robust_mnist.metrics import critical_magnitudes
     from robust_mnist.perturbations import perturb
+    from robust_mnist.runner import load_digits_npz, load_refined
 
-    study = small_study(perturbations=[{"family": "rotate", "magnitudes": [-40, -20, 20, 40]}],
+    study = small_study(perturbations=[{"family": "rotate", "magnitudes": [-40, -20, 20, 40], "refine": 6},
+                                       {"family": "scale", "magnitudes": [-30, 30]}],
                         data={"source": "mnist-test", "n": 60})
-    spec = parse_study(study)
     run_dir = tmp_path / "run"
-    run_study(spec, run_dir, model_loader=fake_loader())
+    run_study(parse_study(study), run_dir, model_loader=fake_loader())
+    table = load_refined(run_dir)
+    assert set(table["family"]) == {"rotate"}  # scale did not ask for it
+    refined = critical_magnitudes(load_results(run_dir), refined=table)
+    flipped = refined[np.isfinite(refined["critical_magnitude"]) & (refined["family"] == "rotate")]
+    assert len(flipped) > 5 and flipped["refined"].all() and len(flipped) == len(table)
+    assert not refined.loc[refined["family"] == "scale", "refined"].any()
     classifier = template_classifier()
-    refiner = bisection_refiner(spec, load_digits_npz(run_dir), {"article-seed0": classifier}, steps=6)
-    refined = critical_magnitudes(load_results(run_dir), refine=refiner)
-    flipped = refined[np.isfinite(refined["critical_magnitude"])]
-    assert len(flipped) > 5 and flipped["refined"].all()
     images = to_float(load_digits_npz(run_dir).images)
     for row in flipped.itertuples():
         # The refined angle flips the prediction; 20/2**6 degrees closer to 0 it does not yet.
@@ -489,3 +491,10 @@ def test_bisection_refines_critical_magnitudes_between_grid_points(tmp_path):
         assert classifier.predict_proba(before).argmax() == clean
         assert min(row.bracket_magnitude, row.bracket_magnitude + np.sign(row.signed_magnitude) * 20) \
             <= row.signed_magnitude <= max(row.bracket_magnitude, row.bracket_magnitude + np.sign(row.signed_magnitude) * 20)
+
+
+def test_only_deterministic_families_can_be_refined():
+    with pytest.raises(ValueError, match="random.*only deterministic families can be refined"):
+        parse_study(small_study(perturbations=[{"family": "gaussian_noise", "magnitudes": [0.1], "refine": 4}]))
+    with pytest.raises(ValueError, match="refine.*from 0 to 20"):
+        parse_study(small_study(perturbations=[{"family": "rotate", "magnitudes": [10], "refine": -1}]))

@@ -44,13 +44,13 @@ def summary_frame(run_dir: str | Path):
     :func:`robust_mnist.metrics.summary_table`).
     """
     from ..metrics import summary_table
-    from ..runner import load_results, read_run_info
+    from ..runner import load_refined, load_results, read_run_info
 
     info = read_run_info(run_dir)
     results = load_results(run_dir)
     if results.empty:
         raise ValueError(f"{run_dir}: the run has no results yet")
-    table = summary_table(results, seed=int(info.get("seed", 0)))
+    table = summary_table(results, seed=int(info.get("seed", 0)), refined=load_refined(run_dir))
     model_order = {name: i for i, name in enumerate(info.get("models", {}))}
     family_order = {name: i for i, name in enumerate(info.get("families", {}))}
     metric_order = {"clean_accuracy": 0, "accuracy": 1, "flip_rate": 2, "critical_magnitude": 3}
