@@ -28,7 +28,7 @@ critical magnitudes refined between grid points come from the runner as a table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pandas as pd
