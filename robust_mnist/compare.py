@@ -50,6 +50,7 @@ import pandas as pd
 import scipy.stats
 
 from . import metrics, stats
+from .errors import ComparisonError
 
 logger = logging.getLogger(__name__)
 
@@ -839,9 +840,6 @@ def disagreement(probabilities: np.ndarray) -> np.ndarray:
 
 # ================================================================================ the runs
 
-
-class ComparisonError(ValueError):
-    """Run directories that cannot be compared (other digits, other perturbations...)."""
 
 
 @dataclass

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
+
 #: Keys, shapes and dtype of Keras's mnist.npz layout (shapes use None for "any length").
 LAYOUT = {
     "x_train": (None, 28, 28),
@@ -26,9 +28,6 @@ LAYOUT = {
 #: SHA-256 of the bundled arrays as computed by :func:`arrays_checksum`.
 BUNDLED_CHECKSUM = "ba5fa40a5c4923a77c1fdf273629b0411ef50000699cf8498e719877a24b187f"
 
-
-class DataError(ValueError):
-    """A data file that is missing, unreadable or not in the expected layout."""
 
 
 @dataclass(frozen=True)

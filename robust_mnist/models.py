@@ -28,6 +28,7 @@ import numpy as np
 
 from .classifier import check_probabilities
 from .data import Mnist, load_mnist, to_float
+from .errors import ModelError
 from .images import check_images
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,6 @@ logger = logging.getLogger(__name__)
 #: Images per forward pass in :meth:`KerasClassifier.predict_proba`.
 PREDICT_BATCH = 1024
 
-
-class ModelError(ValueError):
-    """A model file that is missing, empty, corrupt or not a digit classifier."""
 
 
 @dataclass(frozen=True)

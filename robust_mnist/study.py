@@ -57,6 +57,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from . import perturbations
+from .errors import StudyError
 
 #: Data sources a study can draw its digits from.
 DATA_SOURCES = ("mnist-test", "folder")
@@ -77,9 +78,6 @@ _SPEC_KEYS = ("family", "magnitudes", "draws", "label", "n", "refine")
 #: Most bisection steps a sweep may ask for (2**-20 of a grid interval is far below any use).
 MAX_REFINE = 20
 
-
-class StudyError(ValueError):
-    """A study file that cannot be run; the message is one line naming file and key."""
 
 
 @dataclass(frozen=True)
