@@ -29,8 +29,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from robust_mnist import runner  # noqa: E402
-from robust_mnist.executors import DaskExecutor, ProcessExecutor  # noqa: E402
+from robust_mnist.runner.cells import Progress  # noqa: E402
+from robust_mnist.runner.executors import DaskExecutor, ProcessExecutor  # noqa: E402
+from robust_mnist.runner.inputs import LoadedModel, load_model  # noqa: E402
+from robust_mnist.runner.run import run_study  # noqa: E402
 from robust_mnist.study import parse_study  # noqa: E402
 
 
@@ -56,7 +58,7 @@ def template_loader():
     classifier = TemplateClassifier.fit(to_float(mnist.x_train[:10_000]), mnist.y_train[:10_000])
 
     def load(model):
-        return runner.LoadedModel(classifier, {"arch": "template", "seed": 0, "path": None,
+        return LoadedModel(classifier, {"arch": "template", "seed": 0, "path": None,
                                                "checksum": "template", "training": None})
 
     return load
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     spec = parse_study(slice_study(args.digits))
-    loader = template_loader() if args.model == "template" else runner.load_model
+    loader = template_loader() if args.model == "template" else load_model
     loader(spec.models[0])  # train the article model once if missing, outside the timings
     evaluations = 10 * args.digits
     candidates = [("serial", None)]
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, executor in candidates:
             progress = CleanTimer()
             started = time.perf_counter()
-            outcome = runner.run_study(spec, Path(folder) / name.replace(" ", "-"), model_loader=loader,
+            outcome = run_study(spec, Path(folder) / name.replace(" ", "-"), model_loader=loader,
                                        executor=executor, progress=progress)
             seconds = time.perf_counter() - started - progress.clean_seconds
             table = pd.read_parquet(outcome.run_dir / "results.parquet")
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(close for *_, close in results) else 1
 
 
-class CleanTimer(runner.Progress):
+class CleanTimer(Progress):
     """Measures the clean cell (computed by the client whatever the executor)."""
 
     def __init__(self) -> None:

@@ -38,7 +38,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from robust_mnist import runner  # noqa: E402
+from robust_mnist.runner import DEFAULT_CHUNK_SIZE  # noqa: E402
+from robust_mnist.runner.cells import MODEL_BATCH, Progress  # noqa: E402
+from robust_mnist.runner.executors import PREFETCH_CELLS  # noqa: E402
+from robust_mnist.runner.inputs import load_model  # noqa: E402
+from robust_mnist.runner.run import run_study  # noqa: E402
 from robust_mnist.data import load_mnist, to_float  # noqa: E402
 from robust_mnist.study import load_study  # noqa: E402
 
@@ -54,7 +58,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class Recorder(runner.Progress):
+class Recorder(Progress):
     """Times each cell and samples memory after it."""
 
     def __init__(self) -> None:
@@ -96,8 +100,8 @@ def bare_predict_rate(classifier, images: np.ndarray, repeats: int = 3) -> float
     best = 0.0
     for _ in range(repeats):
         started = time.perf_counter()
-        for start in range(0, len(images), runner.MODEL_BATCH):
-            classifier.predict_proba(images[start : start + runner.MODEL_BATCH])
+        for start in range(0, len(images), MODEL_BATCH):
+            classifier.predict_proba(images[start : start + MODEL_BATCH])
         best = max(best, len(images) / (time.perf_counter() - started))
     return best
 
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", type=Path, default=ROOT / "studies" / "article.toml")
     parser.add_argument("--digits", type=int, help="run on a class-stratified subset of this many digits")
     parser.add_argument("--families", help="comma-separated spec labels to keep (default: all)")
-    parser.add_argument("--chunk-size", type=int, default=runner.DEFAULT_CHUNK_SIZE)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
     parser.add_argument("--out", type=Path, help="run directory to keep (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = dataclasses.replace(spec, perturbations=tuple(p for p in spec.perturbations if p.label in keep))
 
     started = time.perf_counter()
-    loaded = {model.name: runner.load_model(model) for model in spec.models}
+    loaded = {model.name: load_model(model) for model in spec.models}
     load_seconds = time.perf_counter() - started
     memory_after_load = rss_mb()
     first = next(iter(loaded.values())).classifier
@@ -135,14 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     recorder = Recorder()
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = args.out or Path(scratch) / "run"
-        outcome = runner.run_study(
+        outcome = run_study(
             spec, run_dir, force=True, chunk_size=args.chunk_size,
             model_loader=lambda model: loaded[model.name], progress=recorder,
         )
         recorder.finish()
         peak_after_cells = peak_rss_mb()
         summary_started = time.perf_counter()
-        from robust_mnist.commands.summary import summary_frame
+        from robust_mnist.summary import summary_frame
 
         summary_frame(run_dir)
         summary_seconds = time.perf_counter() - summary_started
@@ -182,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         # is while cells of one family repeat. A family's last PREFETCH_CELLS cells overlap
         # the perturbation of the next family's first cells, so they are left out.
         "rss_growth_within_a_family_mb": round(max(
-            (values[-1 - runner.PREFETCH_CELLS] - values[0]
-             for values in recorder.family_memory.values() if len(values) > runner.PREFETCH_CELLS + 1),
+            (values[-1 - PREFETCH_CELLS] - values[0]
+             for values in recorder.family_memory.values() if len(values) > PREFETCH_CELLS + 1),
             default=0.0)),
         "rss_after_each_family_mb": {label: round(values[-1]) for label, values in recorder.family_memory.items()},
         "peak_rss_run_mb": round(peak_after_cells),

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .errors import InvalidArgumentError, ModelError
 from .images import check_images
 
 
@@ -26,17 +27,23 @@ class Classifier(Protocol):
 
 
 def check_probabilities(probabilities: np.ndarray, n: int, source: str = "model") -> np.ndarray:
-    """Check a classifier's output: ``n`` rows of 10 finite probabilities summing to 1."""
+    """Check a classifier's output: ``n`` rows of 10 finite probabilities summing to 1.
+
+    Raises
+    ------
+    ModelError
+        A ValueError naming ``source``, if the output is anything else.
+    """
     array = np.asarray(probabilities)
     if array.shape != (n, 10):
-        raise ValueError(f"{source} returned shape {array.shape}; expected ({n}, 10) probabilities")
+        raise ModelError(f"{source} returned shape {array.shape}; expected ({n}, 10) probabilities")
     array = array.astype(np.float32, copy=False)
     if n and (
         not np.isfinite(array).all()
         or array.min() < -1e-6
         or np.abs(array.sum(axis=1) - 1).max() > 1e-3
     ):
-        raise ValueError(f"{source} output is not probabilities (rows must be >= 0 and sum to 1)")
+        raise ModelError(f"{source} output is not probabilities (rows must be >= 0 and sum to 1)")
     return array
 
 
@@ -58,7 +65,7 @@ class TemplateClassifier:
     def __init__(self, templates: np.ndarray, sharpness: float = 300.0) -> None:
         templates = np.asarray(templates, dtype=np.float32)
         if templates.shape != (10, 28, 28):
-            raise ValueError(f"templates must have shape (10, 28, 28); got {templates.shape}")
+            raise InvalidArgumentError(f"templates must have shape (10, 28, 28); got {templates.shape}")
         self.templates = templates
         self.sharpness = float(sharpness)
 
@@ -68,7 +75,7 @@ class TemplateClassifier:
         images = check_images(images)
         labels = np.asarray(labels)
         if set(np.unique(labels)) != set(range(10)):
-            raise ValueError("fitting needs at least one example of each of the 10 classes")
+            raise InvalidArgumentError("fitting needs at least one example of each of the 10 classes")
         templates = np.stack([images[labels == k].mean(axis=0) for k in range(10)])
         return cls(templates, sharpness)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InvalidArgumentError
+
 
 def check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
     """Validate a batch of MNIST-style images and return it as a float32 array.
@@ -23,19 +25,19 @@ def check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        On a wrong shape, a non-finite value or a value outside [0, 1].
+    InvalidArgumentError
+        A ValueError, on a wrong shape, a non-finite value or a value outside [0, 1].
     """
     array = np.asarray(images)
     if array.ndim != 3 or array.shape[1:] != (28, 28):
-        raise ValueError(f"{name} must have shape (N, 28, 28); got {array.shape}")
+        raise InvalidArgumentError(f"{name} must have shape (N, 28, 28); got {array.shape}")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{name} must be numeric; got dtype {array.dtype}")
+        raise InvalidArgumentError(f"{name} must be numeric; got dtype {array.dtype}")
     array = array.astype(np.float32, copy=False)
     if array.size and not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise InvalidArgumentError(f"{name} contains NaN or infinite values")
     if array.size and (array.min() < 0.0 or array.max() > 1.0):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name} must lie in [0, 1]; got values in [{array.min():.3g}, {array.max():.3g}]"
             " (divide uint8 images by 255)"
         )

@@ -1,8 +1,9 @@
 """Trained models: the architecture registry, the trainer, the model cache and the Keras adapter.
 
 Everything outside this module sees a model only through
-:class:`robust_mnist.classifier.Classifier`; TensorFlow and Keras are imported inside the
-functions that need them, so importing this module stays fast.
+:class:`robust_mnist.classifier.Classifier`. TensorFlow and Keras come from
+:func:`robust_mnist.backend.tensorflow_and_keras` when a model is first built, trained or
+loaded, so importing this module stays fast.
 
 Trained models live in ``$ROBUST_MNIST_HOME/models/<arch>-seed<S>.keras`` (default home
 ``~/.cache/robust_mnist``), each with its JSON training record beside it
@@ -26,17 +27,17 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import __version__
+from .backend import tensorflow_and_keras
 from .classifier import check_probabilities
 from .data import Mnist, load_mnist, to_float
-from .errors import ModelError
+from .errors import InvalidArgumentError, ModelError
 from .images import check_images
 
 logger = logging.getLogger(__name__)
 
 #: Images per forward pass in :meth:`KerasClassifier.predict_proba`.
 PREDICT_BATCH = 1024
-
-
 
 @dataclass(frozen=True)
 class TrainingSettings:
@@ -74,16 +75,16 @@ _ARCHITECTURES: dict[str, Builder] = {}
 def architecture(name: str) -> Callable[[Builder], Builder]:
     """Register a model builder under ``name`` (a decorator).
 
-    The builder takes no arguments, imports Keras itself, and returns ``(model, settings)``:
-    a compiled model mapping ``(N, 28, 28, 1)`` float32 in [0, 1] to ``(N, 10)`` softmax
-    probabilities, and its :class:`TrainingSettings`. Training-time data augmentation belongs
+    The builder takes no arguments, gets Keras from :func:`~robust_mnist.backend.tensorflow_and_keras`, and
+    returns ``(model, settings)``: a compiled model mapping ``(N, 28, 28, 1)`` float32 in
+    [0, 1] to ``(N, 10)`` softmax probabilities, and its :class:`TrainingSettings`. Training-time data augmentation belongs
     inside the model as Keras preprocessing layers (active only in training), so new
     architectures never need changes to :func:`train`.
     """
 
     def register(builder: Builder) -> Builder:
         if name in _ARCHITECTURES:
-            raise ValueError(f"architecture {name!r} is already registered")
+            raise ValueError(f"architecture {name!r} is already registered")  # a programming error
         _ARCHITECTURES[name] = builder
         return builder
 
@@ -100,7 +101,7 @@ def get_architecture(name: str) -> Builder:
     try:
         return _ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"unknown architecture {name!r}; known: {', '.join(architectures())}"
         ) from None
 
@@ -112,8 +113,7 @@ def _article_optimizer():
     learning_rate=1.0. Keras 3 defaults to 0.001, which reaches only ~32% validation accuracy
     after 3 epochs instead of ~98.7% at the end. Spell the old defaults out.
     """
-    import keras
-
+    _, keras = tensorflow_and_keras()
     return keras.optimizers.Adadelta(learning_rate=1.0, rho=0.95)
 
 
@@ -131,9 +131,8 @@ def build_article() -> tuple[Any, TrainingSettings]:
     batch 128; up to 50 epochs; EarlyStopping(val_loss, patience=2) without restoring the
     best weights; the last 20% of the training images for validation.
     """
-    import keras
-    from keras import layers
-
+    _, keras = tensorflow_and_keras()
+    layers = keras.layers
     model = keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1)),
@@ -183,9 +182,8 @@ def build_article_aug() -> tuple[Any, TrainingSettings]:
     (otherwise the saved model would be up to 4 epochs past its best). The augmentation
     layers draw from Keras's seeded generator, so the same seed still gives the same weights.
     """
-    import keras
-    from keras import layers
-
+    _, keras = tensorflow_and_keras()
+    layers = keras.layers
     network, settings = build_article()
     shift = AUGMENT_SHIFT_PX / 28.0  # factors are fractions of the image's height and width
     model = keras.Sequential(
@@ -223,9 +221,8 @@ def build_mlp() -> tuple[Any, TrainingSettings]:
     about 5 epochs and then overfits; the article's rule, which keeps the last epoch, would
     save a model past its best.)
     """
-    import keras
-    from keras import layers
-
+    _, keras = tensorflow_and_keras()
+    layers = keras.layers
     model = keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1)),
@@ -255,9 +252,8 @@ def build_lenet() -> tuple[Any, TrainingSettings]:
     Adam (learning rate 0.001); batch 128; up to 50 epochs; EarlyStopping(val_loss,
     patience=3) restoring the best epoch's weights, for the same reason as :func:`build_mlp`.
     """
-    import keras
-    from keras import layers
-
+    _, keras = tensorflow_and_keras()
+    layers = keras.layers
     model = keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1)),
@@ -385,11 +381,7 @@ def check_trusted(path: str | os.PathLike, trust: bool = False) -> None:
 
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries that determine a model's numbers."""
-    import keras
-    import tensorflow as tf
-
-    from . import __version__
-
+    tf, keras = tensorflow_and_keras()
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -403,7 +395,7 @@ def train(
     arch: str,
     seed: int,
     out: str | os.PathLike,
-    data: Mnist | None = None,
+    data: Mnist | str | os.PathLike | None = None,
     epochs: int | None = None,
     subset: int | None = None,
     verbose: int | None = None,
@@ -420,8 +412,9 @@ def train(
     out : path-like
         Where to save the model; must end in ``.keras``. The record goes beside it
         (:func:`record_path`). Both are written atomically (temporary name, then rename).
-    data : Mnist, optional
-        Defaults to the bundled MNIST.
+    data : Mnist or path-like, optional
+        The training data, or an npz in Keras's MNIST layout to load it from
+        (:func:`~robust_mnist.data.load_mnist`); defaults to the bundled MNIST.
     epochs : int, optional
         Override the architecture's maximum number of epochs (for quick runs).
     subset : int, optional
@@ -440,19 +433,17 @@ def train(
     seed = _check_seed(seed)
     out = Path(out)
     if out.suffix != ".keras":
-        raise ValueError(f"{out}: the model file must end in .keras")
+        raise InvalidArgumentError(f"{out}: the model file must end in .keras")
     if epochs is not None and (int(epochs) != epochs or epochs < 1):
-        raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
-    data = load_mnist() if data is None else data
+        raise InvalidArgumentError(f"epochs must be a positive integer; got {epochs!r}")
+    data = data if isinstance(data, Mnist) else load_mnist(data)
     n_available = len(data.x_train)
     if subset is not None and not (2 <= int(subset) <= n_available):
-        raise ValueError(f"subset must be between 2 and {n_available}; got {subset!r}")
+        raise InvalidArgumentError(f"subset must be between 2 and {n_available}; got {subset!r}")
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
 
-    import keras
-    import tensorflow as tf
-
+    tf, keras = tensorflow_and_keras()
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     model, settings = builder()
@@ -567,7 +558,7 @@ def _jsonable(value: Any) -> Any:
 
 def _check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+        raise InvalidArgumentError(f"seed must be a non-negative integer; got {seed!r}")
     return int(seed)
 
 
@@ -614,8 +605,7 @@ class KerasClassifier:
         # cost and eager execution's per-op overhead: 35% faster than calling the model
         # eagerly, with bit-identical probabilities (measured).
         if self._forward is None:
-            import tensorflow as tf
-
+            tf, _ = tensorflow_and_keras()
             self._forward = tf.function(
                 lambda batch: self.model(batch, training=False), reduce_retracing=True
             )
@@ -641,8 +631,7 @@ def load_classifier(path: str | os.PathLike) -> KerasClassifier:
         raise ModelError(f"{path}: model file not found")
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: model file is empty (0 bytes)")
-    import keras
-
+    _, keras = tensorflow_and_keras()
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file; all mean "unusable".

@@ -24,6 +24,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+from skimage import filters, measure
+
+from .errors import DataError, InvalidArgumentError, RobustMnistError
 
 #: Side of the model's input and of the box the digit's longer side is scaled to (MNIST's).
 SIZE = 28
@@ -66,16 +71,14 @@ def preprocess_array(image: np.ndarray, name: str = "image") -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        If the array is not 2-D, empty, not finite, or blank (no ink stands out).
+    InvalidArgumentError
+        A ValueError, if the array is not 2-D, empty, not numeric or not finite.
+    DataError
+        A ValueError, if the image is blank (no ink stands out).
     """
-    from scipy import ndimage
-    from PIL import Image
-    from skimage import filters, measure
-
     gray = _as_intensity(image, name)
     if np.ptp(gray) < MIN_CONTRAST:
-        raise ValueError(f"{name}: blank image (no ink stands out from the background)")
+        raise DataError(f"{name}: blank image (no ink stands out from the background)")
 
     # Polarity: the border is mostly paper. If it is lighter than the middle of the image's
     # range, the ink is dark: invert so that ink is bright, as in MNIST.
@@ -93,7 +96,7 @@ def preprocess_array(image: np.ndarray, name: str = "image") -> np.ndarray:
     paper_level = np.median(paper)
     ink_level = np.percentile(ink, 90)
     if ink_level - paper_level < MIN_CONTRAST:
-        raise ValueError(f"{name}: blank image (no ink stands out from the background)")
+        raise DataError(f"{name}: blank image (no ink stands out from the background)")
     noise = 1.4826 * np.median(np.abs(paper - paper_level))
     zero = paper_level + max(3 * noise, FLOOR * (ink_level - paper_level))
     zero = min(zero, (paper_level + threshold) / 2)
@@ -148,9 +151,9 @@ def load_digit(path: str | os.PathLike) -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        With a one-line message naming the file, if it is missing, empty, not an image,
-        corrupt, suspiciously huge (a decompression bomb) or blank.
+    DataError
+        A ValueError with a one-line message naming the file, if it is missing, empty, not an
+        image, corrupt, suspiciously huge (a decompression bomb) or blank.
     """
     return preprocess_array(read_grayscale(path), name=str(path))
 
@@ -160,16 +163,14 @@ def read_grayscale(path: str | os.PathLike) -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        With a one-line message naming the file (see :func:`load_digit`).
+    DataError
+        A ValueError with a one-line message naming the file (see :func:`load_digit`).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file (0 bytes)")
+        raise DataError(f"{path}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
@@ -178,11 +179,11 @@ def read_grayscale(path: str | os.PathLike) -> np.ndarray:
                 opened.load()
                 picture = ImageOps.exif_transpose(opened)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ValueError(f"{path}: image too large ({_one_line(error)})") from None
+        raise DataError(f"{path}: image too large ({_one_line(error)})") from None
     except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image PIL can read (expected PNG or JPEG)") from None
+        raise DataError(f"{path}: not an image PIL can read (expected PNG or JPEG)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"{path}: corrupt or truncated image ({_one_line(error)})") from None
+        raise DataError(f"{path}: corrupt or truncated image ({_one_line(error)})") from None
 
     if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         array = np.asarray(picture, dtype=np.float32)
@@ -196,8 +197,6 @@ def read_grayscale(path: str | os.PathLike) -> np.ndarray:
 def _reduce(picture):
     """Shrink a picture larger than WORKING_SIZE by area averaging (after conversion, so
     palette images are not shrunk by nearest neighbour)."""
-    from PIL import Image
-
     if max(picture.size) <= WORKING_SIZE:
         return picture
     factor = max(picture.size) / WORKING_SIZE
@@ -243,7 +242,7 @@ def load_digits(
             try:
                 images.append(load_digit(file))
                 names.append(str(file))
-            except ValueError as error:
+            except RobustMnistError as error:
                 errors.append((str(file), str(error)))
     stacked = np.stack(images) if images else np.zeros((0, SIZE, SIZE), np.float32)
     return stacked, names, errors
@@ -252,17 +251,17 @@ def load_digits(
 def _as_intensity(image: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(image)
     if array.ndim != 2 or array.size == 0:
-        raise ValueError(f"{name}: expected a non-empty 2-D grayscale image; got shape {array.shape}")
+        raise InvalidArgumentError(f"{name}: expected a non-empty 2-D grayscale image; got shape {array.shape}")
     if array.dtype == bool:
         return array.astype(np.float64)
     if np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)
         return np.clip(array.astype(np.float64) / info.max, 0.0, 1.0)
     if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"{name}: expected numeric intensities; got dtype {array.dtype}")
+        raise InvalidArgumentError(f"{name}: expected numeric intensities; got dtype {array.dtype}")
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
-        raise ValueError(f"{name}: image contains NaN or infinite values")
+        raise InvalidArgumentError(f"{name}: image contains NaN or infinite values")
     return np.clip(array, 0.0, 1.0)
 
 

@@ -169,13 +169,15 @@ def result_schema(param_columns: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def with_cell_metadata(table: pa.Table, key: str, spec_hash: str, params: Mapping[str, str]) -> pa.Table:
-    """A cell's table stamped with its key and study hash (checked when a run resumes)."""
-    content = {"key": key, "spec_hash": spec_hash, "params": dict(params)}
-    return table.replace_schema_metadata({_METADATA_KEY: json.dumps(content).encode()})
+def stamp_cell(table: pa.Table, **content: Any) -> pa.Table:
+    """The table with ``content`` merged into its cell metadata (key, spec_hash, rows,
+    param_dtypes): how a resumed run recognises a complete cell of its own."""
+    merged = {**cell_metadata(table), **content}
+    return table.replace_schema_metadata({_METADATA_KEY: json.dumps(merged).encode()})
 
 
-def _cell_metadata(table_or_schema: pa.Table | pa.Schema) -> dict[str, Any]:
+def cell_metadata(table_or_schema: pa.Table | pa.Schema) -> dict[str, Any]:
+    """A cell table's metadata (empty for a table without any)."""
     schema = getattr(table_or_schema, "schema", table_or_schema)
     raw = (schema.metadata or {}).get(_METADATA_KEY)
     return json.loads(raw) if raw else {}
@@ -191,10 +193,16 @@ def read_cell(run_dir: Path, key: str, spec_hash: str, rows: int) -> pa.Table | 
         table = pq.read_table(cell_path(run_dir, key))
     except Exception:  # any unreadable file is simply not a trusted cell
         return None
-    meta = _cell_metadata(table)
+    meta = cell_metadata(table)
     if meta.get("key") != key or meta.get("spec_hash") != spec_hash or table.num_rows != rows:
         return None
     return table
+
+
+def count_cells(run_dir: str | os.PathLike) -> int:
+    """Cell files in the run directory (completed cells, as a resumed run would find them)."""
+    folder = Path(run_dir) / CELLS_DIR
+    return len(list(folder.glob("*.parquet"))) if folder.is_dir() else 0
 
 
 def write_cell(run_dir: Path, table: pa.Table, key: str) -> None:
@@ -342,10 +350,8 @@ def load_results(
     """
     run_dir = Path(run_dir)
     run_info = read_run_info(run_dir)
-    path = run_dir / RESULTS_FILE
-    if run_info.get("status") == "complete" and path.is_file():
-        filters = None if families is None else [("family", "in", list(families))]
-        return _read_parquet(path, columns, filters).to_pandas()
+    if run_info.get("status") == "complete" and (run_dir / RESULTS_FILE).is_file():
+        return read_results_file(run_dir, columns, families)
     tables = list(_result_tables(run_dir, run_info, missing_ok=True))
     table = pa.concat_tables(tables) if tables else result_schema([]).empty_table()
     frame = table.to_pandas()
@@ -354,6 +360,18 @@ def load_results(
     if columns is not None:
         frame = frame[[c for c in columns if c in frame.columns]]
     return frame
+
+
+def read_results_file(
+    run_dir: str | os.PathLike,
+    columns: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """results.parquet as written, whatever the run's status (the runner reads it back to
+    refine critical magnitudes before it marks the run complete); arguments as
+    :func:`load_results`."""
+    filters = None if families is None else [("family", "in", list(families))]
+    return _read_parquet(Path(run_dir) / RESULTS_FILE, columns, filters).to_pandas()
 
 
 def load_digits(run_dir: str | os.PathLike) -> Digits:

@@ -3,7 +3,8 @@
 Every aggregate in robust_mnist carries a percentile bootstrap interval over digits (Efron and
 Tibshirani 1993, ch. 13): resample the ``n`` digits with replacement ``n_boot`` times,
 recompute the statistic on each resample, and take the ``(1 - level) / 2`` and
-``(1 + level) / 2`` quantiles of the replicates.
+``(1 + level) / 2`` quantiles of the replicates. (The paired tests of two models, McNemar's
+and Holm's, are in :mod:`robust_mnist.paired_stats`.)
 
 Determinism: the resampled positions are ``np.random.default_rng(seed).integers(0, n,
 size=(n_boot, n))``, drawn in blocks of rows from the same stream, so the result does not depend

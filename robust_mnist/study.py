@@ -56,22 +56,22 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from . import models as model_registry
 from . import perturbations
 from .errors import StudyError
+from .rundir import CLEAN
 
 #: Data sources a study can draw its digits from.
 DATA_SOURCES = ("mnist-test", "folder")
 #: Number of digits in the MNIST test set.
 MNIST_TEST_SIZE = 10_000
-#: Family label reserved for the clean predictions.
-CLEAN = "clean"
 #: Labels become file names in the run directory, so they are kept to safe characters.
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Default draws for random families (deterministic families always have 1).
 DEFAULT_RANDOM_DRAWS = 3
 
 _TOP_KEYS = ("name", "seed", "description", "models", "data", "perturbations", "executor", "workers", "scheduler")
-_EXECUTORS = ("serial", "process", "dask")  # robust_mnist.executors.EXECUTORS (a test checks)
+_EXECUTORS = ("serial", "process", "dask")  # robust_mnist.runner.executors.EXECUTORS (a test checks)
 _MODEL_KEYS = ("arch", "seed", "seeds", "path", "name")
 _DATA_KEYS = {"mnist-test": ("source", "n"), "folder": ("source", "path", "labels")}
 _SPEC_KEYS = ("family", "magnitudes", "draws", "label", "n", "refine")
@@ -157,7 +157,7 @@ class PerturbationSpec:
     refine : int
         Bisection steps that refine each digit's critical magnitude between the grid points
         around it, with the model, once the grid is done (0: the grid value; deterministic
-        families only; see :func:`robust_mnist.runner.refine_critical`).
+        families only; see :func:`robust_mnist.runner.refine.refine_critical`).
     """
 
     label: str
@@ -325,8 +325,6 @@ def parse_study(document: Mapping[str, Any], file: str | Path | None = None) -> 
 
 
 def _parse_models(check: "_Checker", entries: Any, base: Path) -> tuple[ModelSpec, ...]:
-    from . import models as model_registry  # light: TensorFlow is imported only to train/load
-
     entries = check.table_list(entries, "models")
     known_archs = model_registry.architectures()
     result: list[ModelSpec] = []
@@ -609,9 +607,3 @@ def zero_is_identity(perturbation: perturbations.Perturbation) -> bool:
     with a ``fixed`` step (that step runs whatever the magnitude), whose 0 is computed.
     """
     return not any(step[2] for step in getattr(perturbation, "steps", ()) if len(step) == 3)
-
-
-def default_run_dir(spec: StudySpec) -> Path:
-    """``runs/<slug of the study name>``, relative to the current directory."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name).strip("-.") or "study"
-    return Path("runs") / slug

@@ -11,7 +11,7 @@ import numpy as np
 from robust_mnist.classifier import TemplateClassifier
 from robust_mnist.data import load_mnist, to_float
 from robust_mnist.perturbations import base
-from robust_mnist.runner import LoadedModel
+from robust_mnist.runner.inputs import LoadedModel
 
 
 class FakeShift(base.Perturbation):

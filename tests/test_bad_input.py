@@ -1,7 +1,7 @@
 """Bad input through the command line: one clear line on stderr, a non-zero exit, nothing lost.
 
 Each row of the bad-input matrix is a test calling ``cli.main(argv)`` in-process. Studies run
-with the numpy TemplateClassifier in place of the Keras model (``runner.load_model`` is
+with the numpy TemplateClassifier in place of the Keras model (``robust_mnist.runner.run.load_model`` is
 replaced), except the tests marked ``tf`` that need real Keras files.
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robust_mnist import cli, runner
+from robust_mnist import cli
+from robust_mnist.runner import run as runner_run
 from study_fakes import fake_loader, template_classifier
 
 
@@ -56,7 +57,7 @@ def no_tensorflow(monkeypatch, tmp_path):
     Runs in tmp_path: `study` writes its report under ./reports/.
     """
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, "load_model", fake_loader())
+    monkeypatch.setattr(runner_run, "load_model", fake_loader())
 
     def refuse(*args, **kwargs):
         raise AssertionError("this test must not load a Keras model")
@@ -170,7 +171,7 @@ def test_truncated_data_file_is_an_error(tmp_path, capsys, monkeypatch):
     from robust_mnist import models
     from robust_mnist.data import bundled_path
 
-    monkeypatch.setattr(models, "train", lambda *a, **k: pytest.fail("must not train"))
+    monkeypatch.setattr(models, "tensorflow_and_keras", lambda: pytest.fail("must not start training"))
     cut = tmp_path / "cut.npz"
     cut.write_bytes(Path(bundled_path()).read_bytes()[:50_000])
     assert cli.main(["train", "--data", str(cut), "--out", str(tmp_path / "m.keras")]) == 1
@@ -181,7 +182,7 @@ def test_truncated_data_file_is_an_error(tmp_path, capsys, monkeypatch):
 def test_data_file_in_another_layout_is_an_error(tmp_path, capsys, monkeypatch):
     from robust_mnist import models
 
-    monkeypatch.setattr(models, "train", lambda *a, **k: pytest.fail("must not train"))
+    monkeypatch.setattr(models, "tensorflow_and_keras", lambda: pytest.fail("must not start training"))
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, images=np.zeros((5, 28, 28), np.uint8), labels=np.zeros(5, np.uint8))
     assert cli.main(["train", "--data", str(wrong), "--out", str(tmp_path / "m.keras")]) == 1
@@ -193,6 +194,23 @@ def test_data_file_in_another_layout_is_an_error(tmp_path, capsys, monkeypatch):
     assert cli.main(["train", "--data", str(shape), "--out", str(tmp_path / "m.keras")]) == 1
     line = error_line(capsys)
     assert "shape.npz" in line and "x_train has shape (5, 32, 32)" in line
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "-1"], "seed must be a non-negative integer"),
+        (["--out", "model.h5"], "must end in .keras"),
+        (["--epochs", "0"], "epochs must be a positive integer"),
+    ],
+)
+def test_bad_training_options_are_one_line_before_tensorflow_starts(flags, message, capsys, monkeypatch):
+    from robust_mnist import models
+
+    monkeypatch.setattr(models, "tensorflow_and_keras", lambda: pytest.fail("must not start training"))
+    argv = ["train", *flags] if "--out" in flags else ["train", *flags, "--out", "m.keras"]
+    assert cli.main(argv) == 1
+    assert message in error_line(capsys)
 
 
 # ------------------------------------------------------------------ model files

@@ -6,9 +6,7 @@ different digits, run through the real runner on two small fake perturbation fam
 from __future__ import annotations
 
 import io
-import itertools
 import json
-import math
 import os
 import re
 import shutil
@@ -21,9 +19,14 @@ import pytest
 from PIL import Image
 
 import study_fakes
-from robust_mnist import cli, compare, metrics, runner, stats
+from robust_mnist import cli, compare, digit_metrics, metrics, paired_stats, rundir, stats
+from robust_mnist.runner.inputs import LoadedModel
+from robust_mnist.runner.run import run_study
 from robust_mnist.classifier import TemplateClassifier
 from robust_mnist.data import load_mnist, to_float
+from robust_mnist.html import compare_report
+from robust_mnist.html.compare_report import write_comparison_report
+from robust_mnist.ranking import RANKING_COLUMNS, architecture_differences, rank_models, seed_spread
 from robust_mnist.study import parse_study
 
 HERE = Path(__file__).parent
@@ -52,11 +55,11 @@ def classifiers() -> dict[str, TemplateClassifier]:
 def loader(checksums: dict[str, str] | None = None):
     """A model loader serving the template models by name, with arch and seed for run.json."""
 
-    def load(spec) -> runner.LoadedModel:
+    def load(spec) -> LoadedModel:
         classifier = classifiers().get(spec.name) or classifiers()["tmpl-seed0"]
         arch = spec.name.split("-seed")[0]
         checksum = (checksums or {}).get(spec.name, f"fake-{spec.name}")
-        return runner.LoadedModel(classifier, {"arch": arch, "seed": spec.seed, "path": None,
+        return LoadedModel(classifier, {"arch": arch, "seed": spec.seed, "path": None,
                                                "checksum": checksum, "training": None})
 
     return load
@@ -67,7 +70,7 @@ def make_run(run_dir: Path, *, name: str = "zoo", models=MODELS, families=FAMILI
     """A complete run directory written by the real runner (fake families must be registered)."""
     document = {"name": name, "seed": seed, "models": models,
                 "data": data or {"source": "mnist-test", "n": 60}, "perturbations": families}
-    runner.run_study(parse_study(document), run_dir, model_loader=loader(checksums))
+    run_study(parse_study(document), run_dir, model_loader=loader(checksums))
     return run_dir
 
 
@@ -91,96 +94,7 @@ def comparison(run_dir) -> compare.Comparison:
 @pytest.fixture(scope="module")
 def report(comparison, tmp_path_factory) -> Path:
     """The comparison report of the fake zoo, written once for the tests that read it."""
-    return compare.write_comparison_report(comparison, tmp_path_factory.mktemp("report") / "compare.html")
-
-
-# ------------------------------------------------------------------ McNemar, Holm, kappa
-
-
-def test_mcnemar_exact_p_for_one_against_six_discordant_pairs():
-    # Binomial(7, 1/2): P(X <= 1) = (C(7,0) + C(7,1)) / 2^7 = 8/128; two-sided: 16/128.
-    assert compare.mcnemar_exact(1, 6) == pytest.approx(16 / 128, abs=1e-12)
-    assert compare.mcnemar_exact(6, 1) == pytest.approx(16 / 128, abs=1e-12)
-    # 0 against 5: 2 * (1/2)^5.
-    assert compare.mcnemar_exact(0, 5) == pytest.approx(2 / 32, abs=1e-12)
-    # 3 against 3: 2 * 42/64 > 1, capped.
-    assert compare.mcnemar_exact(3, 3) == 1.0
-
-
-def test_mcnemar_without_discordant_pairs_is_one_and_counts_are_checked():
-    assert compare.mcnemar_exact(0, 0) == 1.0
-    with pytest.raises(ValueError, match="non-negative integer"):
-        compare.mcnemar_exact(-1, 3)
-    with pytest.raises(ValueError, match="non-negative integer"):
-        compare.mcnemar_exact(1.5, 3)
-
-
-def test_holm_hand_computed_example():
-    # Sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06.
-    adjusted = compare.holm([0.01, 0.04, 0.03, 0.005])
-    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
-    np.testing.assert_allclose(compare.holm([0.5, 0.9]), [1.0, 1.0])
-    assert compare.holm([]).shape == (0,)
-
-
-def naive_holm_rejections(p: list[float], alpha: float) -> set[int]:
-    """The step-down procedure as textbooks state it: compare p_(i) with alpha / (m - i + 1)."""
-    order = sorted(range(len(p)), key=lambda i: p[i])
-    rejected = set()
-    for step, index in enumerate(order):
-        if p[index] <= alpha / (len(p) - step):
-            rejected.add(index)
-        else:
-            break
-    return rejected
-
-
-def test_holm_rejects_what_the_naive_step_down_loop_rejects():
-    rng = np.random.default_rng(7)
-    for trial in range(300):
-        m = int(rng.integers(1, 9))
-        p = rng.uniform(0, 0.1, size=m) ** rng.uniform(0.5, 2)
-        if trial % 5 == 0:
-            p[: m // 2] = p[0]  # ties
-        adjusted = compare.holm(p)
-        for alpha in (0.01, 0.05, 0.1):
-            assert set(np.flatnonzero(adjusted <= alpha)) == naive_holm_rejections(list(p), alpha)
-        assert (adjusted >= p - 1e-15).all() and (adjusted <= 1).all()
-
-
-def test_holm_leaves_nan_out_of_the_family():
-    adjusted = compare.holm([0.01, np.nan, 0.02])
-    np.testing.assert_allclose(adjusted, [0.02, np.nan, 0.02])
-
-
-def test_error_consistency_hand_computed_example():
-    a = [1, 1, 1, 1, 0, 0, 0, 0, 1, 1]
-    b = [1, 1, 1, 0, 0, 0, 1, 1, 1, 1]
-    kappa, c_obs, c_exp = compare.error_consistency(a, b)
-    # p_a = 0.6, p_b = 0.7; agreement on 7 of 10; c_exp = 0.42 + 0.12 = 0.54.
-    assert c_obs == pytest.approx(0.7)
-    assert c_exp == pytest.approx(0.54)
-    assert kappa == pytest.approx((0.7 - 0.54) / (1 - 0.54))
-
-
-def test_error_consistency_extremes():
-    assert compare.error_consistency([1, 0, 1, 0], [1, 0, 1, 0])[0] == pytest.approx(1.0)
-    assert compare.error_consistency([1, 0, 1, 0], [0, 1, 0, 1])[0] == pytest.approx(-1.0)
-    assert math.isnan(compare.error_consistency([1, 1, 1], [1, 1, 1])[0])  # c_exp = 1
-
-
-def test_disagreement_is_the_mean_pairwise_total_variation():
-    same = np.full((3, 1, 10), 0.1)
-    assert compare.disagreement(same) == pytest.approx([0.0])
-    certain = np.zeros((2, 1, 10))
-    certain[0, 0, 3] = certain[1, 0, 5] = 1.0
-    assert compare.disagreement(certain) == pytest.approx([1.0])
-    # Three models: (0.5 |0.6-0.2| * 2 = 0.4, 0, 0.4) / 3 pairs.
-    p = np.zeros((3, 1, 10))
-    p[0, 0, :2] = [0.6, 0.4]
-    p[1, 0, :2] = [0.2, 0.8]
-    p[2, 0, :2] = [0.6, 0.4]
-    assert compare.disagreement(p) == pytest.approx([0.8 / 3])
+    return write_comparison_report(comparison, tmp_path_factory.mktemp("report") / "compare.html")
 
 
 # -------------------------------------------------------------- tables of paired outcomes
@@ -221,21 +135,6 @@ def test_pairwise_accuracy_counts_discordant_pairs_and_adjusts_per_family():
     assert pairwise.loc[("clean", 0.0), "p_holm"] == 1.0
 
 
-def test_clustered_mcnemar_is_the_exact_sign_flip_probability():
-    # Enumerate all 2^K sign patterns of the non-zero balances by hand.
-    rng = np.random.default_rng(5)
-    for _ in range(60):
-        balances = rng.integers(-3, 4, size=rng.integers(1, 11))
-        sizes = np.abs(balances[balances != 0])
-        observed = abs(balances.sum())
-        extreme = [abs(np.dot(signs, sizes)) >= observed
-                   for signs in itertools.product((1, -1), repeat=len(sizes))]
-        expected = min(1.0, float(np.mean(extreme))) if len(sizes) else 1.0
-        assert compare.mcnemar_clustered(balances) == pytest.approx(expected, abs=1e-12)
-    # With one draw per digit it is McNemar's exact test: 6 digits won by A, 1 by B.
-    assert compare.mcnemar_clustered([1] * 6 + [-1] + [0] * 5) == pytest.approx(16 / 128, abs=1e-12)
-
-
 def test_repeating_identical_draws_does_not_make_a_difference_significant():
     # Two models that differ on 5 of 12 digits (4 to 1): not significant, however many
     # identical draws each digit has. Counting draws as independent trials would give
@@ -247,9 +146,9 @@ def test_repeating_identical_draws_does_not_make_a_difference_significant():
     five = pd.concat([one.assign(draw=d) for d in range(5)], ignore_index=True)
     p_one = compare.pairwise_accuracy(one, n_boot=50)["p_value"].iloc[0]
     p_five = compare.pairwise_accuracy(five, n_boot=50)["p_value"].iloc[0]
-    assert p_one == pytest.approx(compare.mcnemar_exact(4, 1)) and p_one > 0.3
+    assert p_one == pytest.approx(paired_stats.mcnemar_exact(4, 1)) and p_one > 0.3
     assert p_five == pytest.approx(p_one)
-    assert compare.mcnemar_exact(20, 5) < 0.01
+    assert paired_stats.mcnemar_exact(20, 5) < 0.01
 
 
 def test_models_on_different_digits_are_not_paired():
@@ -277,8 +176,8 @@ def test_paired_bootstrap_interval_matches_a_naive_resampling(comparison):
 
 
 def test_paired_differences_agree_with_the_metrics(comparison):
-    swing = metrics.swing(comparison.results).set_index(["model", "family", "image"])["swing"]
-    critical = metrics.critical_magnitudes(comparison.results).set_index(["model", "family", "image"])
+    swing = digit_metrics.swing(comparison.results).set_index(["model", "family", "image"])["swing"]
+    critical = digit_metrics.critical_magnitudes(comparison.results).set_index(["model", "family", "image"])
     row = comparison.differences.query("family == 'fake_shift' and model_a == 'tmpl-seed0' and model_b == 'weak'").iloc[0]
     a, b = swing.loc["tmpl-seed0", "fake_shift"], swing.loc["weak", "fake_shift"]
     assert row["swing"] == pytest.approx((a - b).mean())
@@ -287,7 +186,7 @@ def test_paired_differences_agree_with_the_metrics(comparison):
     assert row["critical_magnitude"] == pytest.approx(medians[0] - medians[1])
     # The same intervals as the stats module's paired bootstrap, pair by pair.
     digits = comparison.digits.query("family == 'fake_shift'")
-    for metric, statistic in compare.DIFFERENCE_METRICS:
+    for metric, statistic in paired_stats.DIFFERENCE_METRICS:
         x, y = (digits[digits["model"] == m].sort_values("image")[metric].to_numpy() for m in ("tmpl-seed0", "weak"))
         expected = stats.paired_bootstrap_diff(x, y, statistic, comparison.n_boot, seed=comparison.seed)
         assert (row[metric], row[f"{metric}_low"], row[f"{metric}_high"]) == pytest.approx(expected, abs=1e-12, nan_ok=True)
@@ -302,7 +201,7 @@ def test_kappa_matrix_is_the_mean_of_the_cell_kappas(comparison):
         for _, cell in cells.groupby(["family", "magnitude"]):
             x = cell[cell["model"] == a].sort_values(["image", "draw"])
             y = cell[cell["model"] == b].sort_values(["image", "draw"])
-            kappas.append(compare.error_consistency((x["pred"] == x["label"]).to_numpy(),
+            kappas.append(paired_stats.error_consistency((x["pred"] == x["label"]).to_numpy(),
                                                     (y["pred"] == y["label"]).to_numpy())[0])
         assert matrix[i, j] == pytest.approx(np.nanmean(kappas))
     families = comparison.consistency_families
@@ -323,7 +222,7 @@ def scores(accuracy: dict[str, float]) -> pd.DataFrame:
 def test_rank_models_shares_ranks_where_tests_cannot_separate():
     # A significantly beats C; B is separated from neither.
     pairwise = significance([("A", "B", 0.02, False), ("A", "C", 0.10, True), ("B", "C", 0.08, False)])
-    ranking = compare.rank_models(pairwise, scores({"A": 0.9, "B": 0.88, "C": 0.8}), ["A", "B", "C"])
+    ranking = rank_models(pairwise, scores({"A": 0.9, "B": 0.88, "C": 0.8}), ["A", "B", "C"])
     assert ranking["model"].tolist() == ["A", "B", "C"]
     # C cannot join {A, B}: A beats it. Competition ranking: 1, 1, 3.
     assert ranking.set_index("model")["rank"].to_dict() == {"A": 1, "B": 1, "C": 3}
@@ -334,14 +233,14 @@ def test_rank_models_shares_ranks_where_tests_cannot_separate():
 
 def test_rank_models_orders_by_accuracy_whatever_the_model_order():
     pairwise = significance([("C", "A", -0.1, True), ("C", "B", -0.05, True), ("A", "B", 0.05, True)])
-    ranking = compare.rank_models(pairwise, scores({"C": 0.7, "A": 0.9, "B": 0.8}), ["C", "A", "B"])
+    ranking = rank_models(pairwise, scores({"C": 0.7, "A": 0.9, "B": 0.8}), ["C", "A", "B"])
     assert ranking["model"].tolist() == ["A", "B", "C"] and ranking["rank"].tolist() == [1, 2, 3]
     assert not ranking["tied"].any()
 
 
 def test_rank_models_a_crossing_separates_but_is_no_win():
     pairwise = significance([("A", "B", 0.1, True), ("A", "B", -0.1, True)])
-    ranking = compare.rank_models(pairwise, scores({"A": 0.72, "B": 0.70}), ["A", "B"]).set_index("model")
+    ranking = rank_models(pairwise, scores({"A": 0.72, "B": 0.70}), ["A", "B"]).set_index("model")
     assert ranking["rank"].to_dict() == {"A": 1, "B": 2}
     assert ranking.loc["A", "crossing"] == ["B"] and ranking.loc["A", "beats"] == []
     assert ranking.loc["B", "beaten_by"] == []
@@ -362,7 +261,7 @@ def _has_cycle(edges: list[tuple[str, str]]) -> bool:
 def test_rank_models_lists_a_significant_winner_above_a_higher_mean():
     # B has the lower mean accuracy but the only significant difference favours it.
     pairwise = significance([("A", "B", 0.05, False), ("A", "B", -0.03, True)])
-    ranking = compare.rank_models(pairwise, scores({"A": 0.80, "B": 0.79}), ["A", "B"])
+    ranking = rank_models(pairwise, scores({"A": 0.80, "B": 0.79}), ["A", "B"])
     assert ranking["model"].tolist() == ["B", "A"] and ranking["rank"].tolist() == [1, 2]
 
 
@@ -374,7 +273,7 @@ def test_rank_models_matches_a_naive_grouping_on_random_tables():
         rows = [(a, b, float(rng.normal()), bool(rng.random() < 0.4))
                 for a, b in combinations(names, 2) for _ in range(2)]
         accuracy = dict(zip(names, rng.uniform(0.5, 1.0, size=len(names))))
-        ranking = compare.rank_models(significance(rows), scores(accuracy), names)
+        ranking = rank_models(significance(rows), scores(accuracy), names)
         assert ranking["rank"].is_monotonic_increasing
         separated = {frozenset((a, b)) for a, b, _, sig in rows if sig}
         order = ranking["model"].tolist()
@@ -408,11 +307,11 @@ def test_seed_spread_beside_architecture_differences():
         "critical_magnitude": [2.0, 2.0, 1.0],
     })
     info = {"t0": {"arch": "t", "seed": 0}, "t1": {"arch": "t", "seed": 1}, "w": {"arch": "w", "seed": 0}}
-    spread = compare.seed_spread(summary, info).set_index("metric")
+    spread = seed_spread(summary, info).set_index("metric")
     assert spread.loc["accuracy", "range"] == pytest.approx(0.04)
     assert spread.loc["accuracy", "sd"] == pytest.approx(np.std([0.80, 0.84], ddof=1))
     assert spread.loc["accuracy", "values"] == [0.80, 0.84] and spread.loc["accuracy", "seeds"] == [0, 1]
-    versus = compare.architecture_differences(summary, compare.seed_spread(summary, info), info).set_index("metric")
+    versus = architecture_differences(summary, seed_spread(summary, info), info).set_index("metric")
     assert versus.loc["accuracy", "difference"] == pytest.approx(0.82 - 0.60)
     assert bool(versus.loc["accuracy", "beyond_seed_noise"])
     # Mean swing differs between architectures by 0.25 - 0.22 = 0.03, within the seeds' 0.10.
@@ -484,7 +383,7 @@ def test_compare_runs_merges_models_of_two_runs(fakes, tmp_path):
     assert set(merged.results["model"]) == set(merged.models)
     assert any("called 'first/weak'" in note for note in merged.notes)
     # Merged results equal each run's own.
-    own = runner.load_results(second)
+    own = rundir.load_results(second)
     mine = merged.results[merged.results["model"] == "tmpl-seed1"].reset_index(drop=True)
     np.testing.assert_array_equal(mine["p_true"], own.loc[own["model"] == "tmpl-seed1", "p_true"])
 
@@ -496,7 +395,7 @@ def test_compare_runs_counts_the_same_model_file_once(fakes, tmp_path):
                                                     {"arch": "article", "seed": 1, "name": "tmpl-seed1"}])
     merged = compare.compare_runs([first, second])
     assert merged.models == ["weak", "tmpl-seed0", "tmpl-seed1"]
-    assert len(merged.results) == 3 * len(runner.load_results(first)) // 2
+    assert len(merged.results) == 3 * len(rundir.load_results(first)) // 2
 
 
 def test_a_single_model_is_ranked_alone_and_reported(fakes, tmp_path):
@@ -505,7 +404,7 @@ def test_a_single_model_is_ranked_alone_and_reported(fakes, tmp_path):
     assert alone.models == ["weak"] and alone.pairwise.empty and alone.differences.empty
     assert (alone.ranking["rank"] == 1).all() and not alone.ranking["tied"].any()
     assert alone.kappa_matrix().tolist() == [[1.0]]
-    html = compare.write_comparison_report(alone, tmp_path / "one.html").read_text()
+    html = write_comparison_report(alone, tmp_path / "one.html").read_text()
     assert "Only one model" in html
 
 
@@ -540,7 +439,7 @@ def test_cli_exports_csv_and_json(run_dir, capsys, comparison):
     status, stdout, stderr = run_cli(["compare", str(run_dir), "--format", "csv", "--no-report"], capsys)
     assert status == 0
     table = pd.read_csv(io.StringIO(stdout))
-    assert list(table.columns) == compare.RANKING_COLUMNS
+    assert list(table.columns) == RANKING_COLUMNS
     assert len(table) == 3 * len(comparison.models)  # clean and two families
     assert set(table["family"]) == {"clean", "fake_shift", "fake_noise"}
 
@@ -552,7 +451,7 @@ def test_cli_exports_csv_and_json(run_dir, capsys, comparison):
 
 def test_cli_json_keeps_stdout_clean_when_writing_the_report(run_dir, tmp_path, capsys, monkeypatch):
     written = []
-    monkeypatch.setattr(compare, "write_comparison_report", lambda c, out: written.append(out) or Path(out))
+    monkeypatch.setattr(compare_report, "write_comparison_report", lambda c, out: written.append(out) or Path(out))
     status, stdout, stderr = run_cli(["compare", str(run_dir), "--format", "json", "--out", str(tmp_path / "r.html")], capsys)
     assert status == 0 and written == [tmp_path / "r.html"]
     json.loads(stdout)
@@ -580,7 +479,7 @@ def hostile_report(tmp_path_factory) -> tuple[Path, Path]:
     with pytest.MonkeyPatch.context() as patch:
         study_fakes.register_fakes(patch)
         run = make_run(folder / "run", name=HOSTILE, models=models)
-    report = compare.write_comparison_report(compare.compare_runs([run]), folder / "report.html")
+    report = write_comparison_report(compare.compare_runs([run]), folder / "report.html")
     return run, report
 
 
@@ -614,7 +513,7 @@ def test_report_shows_every_section(comparison, report):
 
 
 def test_report_bytes_are_deterministic(comparison, report, tmp_path):
-    again = compare.write_comparison_report(comparison, tmp_path / "again.html")
+    again = write_comparison_report(comparison, tmp_path / "again.html")
     assert again.read_bytes() == report.read_bytes()
 
 
@@ -670,7 +569,7 @@ def test_comparison_report_in_a_real_browser(report, tmp_path_factory):
 
 
 def test_the_run_stores_the_most_disputed_digits_for_the_gallery(comparison, run_dir):
-    """runner.write_exemplars keeps, per family, the digits whose draw-0 sweep holds the input
+    """robust_mnist.runner.exemplars.write_exemplars keeps, per family, the digits whose draw-0 sweep holds the input
     with the largest mean pairwise total-variation distance between the models."""
     results = comparison.results
     rows = results[(results["family"] == "fake_shift") & (results["draw"] == 0)]
@@ -689,12 +588,13 @@ def test_the_run_stores_the_most_disputed_digits_for_the_gallery(comparison, run
 
 
 def test_refined_critical_magnitudes_reach_the_summary_the_report_and_the_comparison(tmp_path):
-    from robust_mnist.commands.summary import summary_frame
-    from robust_mnist.report import compute_aggregates, load_run, write_report
+    from robust_mnist.html.study_report import write_report
+    from robust_mnist.report_data import compute_aggregates, load_report_data
+    from robust_mnist.summary import summary_frame
 
     rotate = {"family": "rotate", "magnitudes": [-40.0, -20.0, 20.0, 40.0]}
     refined_run = make_run(tmp_path / "refined", families=[{**rotate, "refine": 4}])
-    table = runner.load_refined(refined_run)
+    table = rundir.load_refined(refined_run)
     assert len(table) > 5 and (table["high"].abs() % 20 != 0).any()  # off the grid
 
     # The per-digit critical magnitudes everywhere are the bisected ones.
@@ -702,7 +602,7 @@ def test_refined_critical_magnitudes_reach_the_summary_the_report_and_the_compar
     comparison = compare.compare_runs([refined_run], n_boot=50)
     digits = comparison.digits.set_index(["model", "family", "image"])["critical_magnitude"]
     np.testing.assert_array_equal(digits.loc[expected.index].to_numpy(), expected.to_numpy())
-    aggregates = compute_aggregates(load_run(refined_run))
+    aggregates = compute_aggregates(load_report_data(refined_run))
     report_critical = aggregates.critical.set_index(["model", "family", "image"])["critical_magnitude"]
     np.testing.assert_array_equal(report_critical.loc[expected.index].to_numpy(), expected.to_numpy())
     summary = summary_frame(refined_run)

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robust_mnist.executors import DaskExecutor, ProcessExecutor, SerialExecutor, make_executor
-from robust_mnist.runner import LoadedModel, run_study
+from robust_mnist.runner.executors import DaskExecutor, ProcessExecutor, SerialExecutor, make_executor
+from robust_mnist.runner.inputs import LoadedModel
+from robust_mnist.runner.run import run_study
 from robust_mnist.study import parse_study
 from study_fakes import register_fakes, template_classifier
 
@@ -183,7 +184,7 @@ def test_make_executor_validates_its_arguments():
 
 
 def test_worker_refuses_a_model_file_that_differs_from_the_clients(tmp_path):
-    from robust_mnist.executors import ModelRef, _classifier
+    from robust_mnist.runner.executors import ModelRef, _classifier
 
     path = tmp_path / "m.keras"
     path.write_bytes(b"not the client's model")
@@ -199,7 +200,7 @@ def cli_study(fakes, tmp_path, monkeypatch, models):
     """A study file run by `robust-mnist study` with the numpy models (in tmp_path)."""
     import json as _json
 
-    from robust_mnist import runner
+    from robust_mnist.runner import run as runner
 
     monkeypatch.chdir(tmp_path)  # `study` writes reports/<name>.html
     monkeypatch.setattr(runner, "load_model", loader(models))
@@ -251,7 +252,7 @@ def test_cli_scheduler_address_runs_on_an_existing_cluster(cli_study, small_refe
     import distributed
 
     from robust_mnist import cli
-    from robust_mnist.executors import _local_cluster
+    from robust_mnist.runner.executors import _local_cluster
 
     with _local_cluster(distributed, 2) as cluster:
         assert cli.main(["study", str(cli_study(**SMALL)), "--out", str(tmp_path / "remote"), "--quiet",
@@ -262,7 +263,8 @@ def test_cli_scheduler_address_runs_on_an_existing_cluster(cli_study, small_refe
 
 
 def test_study_file_executor_key_is_validated(fakes):
-    from robust_mnist import executors, study as study_module
+    from robust_mnist import study as study_module
+    from robust_mnist.runner import executors
 
     assert study_module._EXECUTORS == executors.EXECUTORS
     with pytest.raises(ValueError, match=r"executor: unknown executor 'spark'; allowed: serial, process, dask"):

@@ -21,8 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robust_mnist import runner
-from robust_mnist.runner import load_results, run_study
+from robust_mnist import rundir
+from robust_mnist.rundir import load_results
+from robust_mnist.runner.cells import Progress
+from robust_mnist.runner.run import run_study
 from robust_mnist.study import parse_study
 from study_fakes import fake_loader, template_classifier
 
@@ -60,11 +62,12 @@ class SlowTemplate:
 CLIENT = """
 import sys
 sys.path[:0] = [{tests!r}, {root!r}]
-from robust_mnist import cli, runner
+from robust_mnist import cli
+from robust_mnist.runner import run
 from study_fakes import fake_loader
 from test_faults import SlowTemplate
 
-runner.load_model = fake_loader({{"article-seed0": SlowTemplate()}})
+run.load_model = fake_loader({{"article-seed0": SlowTemplate()}})
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -144,7 +147,7 @@ def test_cell_write_interrupted_midway_leaves_nothing_resume_would_trust(tmp_pat
     name appears, the earlier cells stay, and resume recomputes exactly the missing ones."""
     reference = reference_table(tmp_path)
     written = []
-    real_write = runner.pq.write_table
+    real_write = rundir.pq.write_table
 
     def dies_midway(table, where, *args, **kwargs):
         if len(written) == 2:
@@ -153,11 +156,11 @@ def test_cell_write_interrupted_midway_leaves_nothing_resume_would_trust(tmp_pat
         written.append(table)
         return real_write(table, where, *args, **kwargs)
 
-    monkeypatch.setattr(runner.pq, "write_table", dies_midway)
+    monkeypatch.setattr(rundir.pq, "write_table", dies_midway)
     spec = parse_study(__import__("tomllib").loads(STUDY))
     with pytest.raises(KeyboardInterrupt):
         run_study(spec, tmp_path / "run", model_loader=fake_loader())
-    monkeypatch.setattr(runner.pq, "write_table", real_write)
+    monkeypatch.setattr(rundir.pq, "write_table", real_write)
     cells = sorted(path.name for path in (tmp_path / "run" / "cells").iterdir())
     assert len(cells) == 2 and not [name for name in cells if name.startswith(".")]
     assert len(load_results(tmp_path / "run")) == 2 * 40  # only the complete cells are read
@@ -174,7 +177,7 @@ def test_complete_cell_file_from_another_run_is_not_trusted(tmp_path):
     run_study(other, tmp_path / "other", model_loader=fake_loader())
     spec = parse_study(__import__("tomllib").loads(STUDY))
 
-    class StopAfterClean(runner.Progress):
+    class StopAfterClean(Progress):
         def cell_finished(self, cell):
             raise KeyboardInterrupt
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robust_mnist import metrics
+from robust_mnist import digit_metrics, metrics, morph_metrics
 
 # --------------------------------------------------------------------------------------------
 # Building results tables the way the runner does: pred = argmax, p_true = p[label]...
@@ -217,7 +217,7 @@ def test_random_families_inferred_from_draws_or_a_column(hand):
 
 
 def test_swing_and_total_variation_hand_computed(hand):
-    swing = metrics.swing(hand)
+    swing = digit_metrics.swing(hand)
     rotate = swing[swing["family"] == "rotate"].set_index("image")
     # p_true along -10, 0, +10: image 0: .6 .9 .3; image 1: .4 .8 .9; image 2: .3 .4 .45.
     assert rotate["swing"].tolist() == pytest.approx([0.6, 0.5, 0.15], abs=1e-6)
@@ -228,12 +228,12 @@ def test_swing_and_total_variation_hand_computed(hand):
     # Noise: draws averaged per magnitude first: image 0 p_true .9 then (.85+.38)/2.
     noise = only(swing, family="noise", image=0)
     assert noise["swing"] == pytest.approx(0.9 - 0.615, abs=1e-6)
-    summary = metrics.swing_summary(hand, n_boot=200)
+    summary = digit_metrics.swing_summary(hand, n_boot=200)
     assert only(summary, family="rotate")["swing"] == pytest.approx((0.6 + 0.5 + 0.15) / 3, abs=1e-6)
 
 
 def test_critical_magnitudes_hand_computed(hand):
-    critical = metrics.critical_magnitudes(hand)
+    critical = digit_metrics.critical_magnitudes(hand)
     rotate = critical[critical["family"] == "rotate"].set_index("image")
     assert rotate["critical_magnitude"].tolist() == [10.0, 10.0, np.inf]
     assert rotate["signed_magnitude"].tolist()[:2] == [10.0, -10.0]  # both sides count
@@ -243,40 +243,40 @@ def test_critical_magnitudes_hand_computed(hand):
     # Noise: one of two draws flips images 0 and 2, not a majority; "any" counts it.
     noise = critical[critical["family"] == "noise"].set_index("image")
     assert noise["critical_magnitude"].tolist() == [np.inf] * 3
-    noise_any = metrics.critical_magnitudes(hand, rule="any")
+    noise_any = digit_metrics.critical_magnitudes(hand, rule="any")
     assert noise_any[noise_any["family"] == "noise"]["critical_magnitude"].tolist() == [0.2, np.inf, 0.2]
 
-    summary = metrics.critical_summary(critical, n_boot=200)
+    summary = digit_metrics.critical_summary(critical, n_boot=200)
     assert only(summary, family="rotate")["critical_magnitude"] == 10.0  # median of 10, 10, inf
     assert only(summary, family="rotate")["flipped_fraction"] == pytest.approx(2 / 3)
     assert only(summary, family="noise")["critical_magnitude"] == np.inf
-    by_class = metrics.critical_summary(critical, "class", n_boot=200)
+    by_class = digit_metrics.critical_summary(critical, "class", n_boot=200)
     assert only(by_class, family="thin", label=0)["critical_magnitude"] == 1.5
 
 
 def test_refined_critical_magnitudes_replace_the_grid_values(hand):
-    grid = metrics.critical_magnitudes(hand)
+    grid = digit_metrics.critical_magnitudes(hand)
     # Digits that flip: thin image 0 between 1.0 and 1.5; rotate image 1 between 0 and -10.
     assert (only(grid, family="thin", image=0)["bracket_magnitude"], only(grid, family="thin", image=0)["signed_magnitude"]) == (1.0, 1.5)
     refined = pd.DataFrame({"model": ["m", "m"], "family": ["thin", "rotate"], "image": [0, 1],
                             "low": [1.0, 0.0], "high": [1.25, -5.0]})
-    critical = metrics.critical_magnitudes(hand, refined=refined)
+    critical = digit_metrics.critical_magnitudes(hand, refined=refined)
     assert only(critical, family="thin", image=0)["critical_magnitude"] == 1.25
     assert only(critical, family="rotate", image=1)["signed_magnitude"] == -5.0
     assert only(critical, family="rotate", image=1)["critical_magnitude"] == 5.0
     assert critical["refined"].sum() == 2 and not only(critical, family="rotate", image=2)["refined"]
-    summary = metrics.summary_table(hand, n_boot=50, refined=refined)
-    assert not summary.equals(metrics.summary_table(hand, n_boot=50))
+    summary = digit_metrics.summary_table(hand, n_boot=50, refined=refined)
+    assert not summary.equals(digit_metrics.summary_table(hand, n_boot=50))
     with pytest.raises(ValueError, match="outside its bracket"):
-        metrics.critical_magnitudes(hand, refined=refined.assign(high=[99.0, -5.0]))
+        digit_metrics.critical_magnitudes(hand, refined=refined.assign(high=[99.0, -5.0]))
     never = refined.assign(image=[2, 1], family=["rotate", "rotate"])  # rotate image 2 never flips
     with pytest.raises(ValueError, match="image 2: it never flips on the grid"):
-        metrics.critical_magnitudes(hand, refined=never)
+        digit_metrics.critical_magnitudes(hand, refined=never)
 
 
 def test_morph_transitions_hand_computed():
     table = build(LABELS, CLEAN, MORPH)
-    paths = metrics.morph_transitions(table).set_index(["image", "draw"])
+    paths = morph_metrics.morph_transitions(table).set_index(["image", "draw"])
     # Image 0 -> 6: margin of 6 is .4 - .6 = -.2 at t=.5 and .8 - .2 = .6 at t=.75.
     assert paths.loc[(0, 0), "t_star"] == pytest.approx(0.5 + 0.25 * 0.2 / 0.8)
     # Steepest rise of p6: (0.8 - 0.4) / 0.25.
@@ -288,13 +288,20 @@ def test_morph_transitions_hand_computed():
     assert paths.loc[(2, 0), "sharpness"] == pytest.approx(0.4)
     assert paths.loc[(2, 1), "t_star"] == 0.0  # the clean prediction is already the target
     assert paths.loc[(2, 1), "target"] == 3 and paths.loc[(2, 1), "n_points"] == 3
-    summary = metrics.morph_summary(metrics.morph_transitions(table), by=(), n_boot=200)
+    summary = morph_metrics.morph_summary(morph_metrics.morph_transitions(table), by=(), n_boot=200)
     assert summary.loc[0, "t_star"] == pytest.approx(np.median([0.5625, 0.5 + 0.25 / 6, np.inf, 0.0]))
 
 
+def test_morph_reach_fraction_hand_computed():
+    paths = morph_metrics.morph_transitions(build(LABELS, CLEAN, MORPH))
+    reached = morph_metrics.reach_fraction(paths)
+    # Image 2 (class 2) never reaches 5; every other path reaches its target.
+    assert reached.to_dict() == {(0, 6): 1.0, (1, 7): 1.0, (2, 3): 1.0, (2, 5): 0.0}
+
+
 def test_morph_transitions_empty_without_morphs(hand):
-    assert metrics.morph_transitions(hand).empty
-    assert metrics.morph_transitions(hand.drop(columns="param_target_class")).empty
+    assert morph_metrics.morph_transitions(hand).empty
+    assert morph_metrics.morph_transitions(hand.drop(columns="param_target_class")).empty
 
 
 def test_worst_case_accuracy_hand_computed(hand):
@@ -307,25 +314,62 @@ def test_worst_case_accuracy_hand_computed(hand):
 
 
 def test_ambiguity_stratification_and_correlation(hand):
-    strata = metrics.ambiguity_stratification(hand, "margin", bins=3, n_boot=200)
+    strata = digit_metrics.ambiguity_stratification(hand, "margin", bins=3, n_boot=200)
     rotate = strata[strata["family"] == "rotate"].set_index("bin")
     # Margins .8, .6, .2: bin 0 = image 2, bin 1 = image 1, bin 2 = image 0.
     assert rotate["swing"].tolist() == pytest.approx([0.15, 0.5, 0.6], abs=1e-6)
     assert rotate["flip_rate"].tolist() == [0.0, 0.5, 0.5]
     assert rotate["margin_min"].tolist() == pytest.approx([0.2, 0.6, 0.8])
-    correlation = metrics.instability_correlation(hand, "margin", n_boot=200)
+    correlation = digit_metrics.instability_correlation(hand, "margin", n_boot=200)
     # Swings .6, .5, .15 rise with the margins .8, .6, .2: Spearman 1 in this toy table.
     assert only(correlation, family="rotate")["correlation"] == pytest.approx(1.0)
     thickness = pd.Series([3.0, 1.0, 2.0], index=[0, 1, 2], name="thickness")
-    by_thickness = metrics.instability_correlation(hand, thickness, n_boot=200)
+    by_thickness = digit_metrics.instability_correlation(hand, thickness, n_boot=200)
     # Rotate swings .6, .5, .15 against thickness 3, 1, 2: ranks (3,2,1) vs (3,1,2) -> 0.5.
     assert only(by_thickness, family="rotate")["correlation"] == pytest.approx(0.5)
     assert only(by_thickness, family="rotate")["covariate"] == "thickness"
-    assert "thickness_min" in metrics.ambiguity_stratification(hand, thickness, bins=2, n_boot=50).columns
+    assert "thickness_min" in digit_metrics.ambiguity_stratification(hand, thickness, bins=2, n_boot=50).columns
+
+
+def test_quantile_bins_hand_computed():
+    values = pd.Series([60.0, 10.0, 30.0, 20.0, 50.0, 40.0], index=list("abcdef"))
+    assert digit_metrics.quantile_bins(values, 3).tolist() == [2, 0, 1, 0, 2, 1]
+    # Ties stay in one bin: average ranks 2.5 (four ones), 5 and 6; the thirds' edges 2.5, 2.5,
+    # 3.33 and 6 merge the first two bins.
+    ties = pd.Series([1.0, 1.0, 1.0, 1.0, 2.0, 3.0])
+    assert digit_metrics.quantile_bins(ties, 3).tolist() == [0, 0, 0, 0, 1, 1]
+    constant = pd.Series([4.0, 4.0, 4.0], index=[7, 8, 9])
+    assert digit_metrics.quantile_bins(constant, 5).to_dict() == {7: 0, 8: 0, 9: 0}
+
+
+def test_pooled_instability_matches_a_naive_computation(hand):
+    import scipy.stats
+
+    swing = digit_metrics.swing(hand)
+    clean = metrics.clean_predictions(hand)
+    shape = pd.DataFrame({"thickness": [3.0, 1.0, 2.0], "slant": [-5.0, 10.0, 0.0]})
+    pooled = digit_metrics.pooled_instability(swing, clean, shape, "m", n_boot=200, bins=3)
+    assert [p["name"] for p in pooled] == ["margin", "thickness", "slant"]
+    # Each digit's swing and flip rate averaged over rotate, thin and noise.
+    per_digit = {image: (np.mean(swing.loc[swing["image"] == image, "swing"]),
+                         np.mean(swing.loc[swing["image"] == image, "flip_rate"])) for image in range(3)}
+    covariates = {"margin": [0.8, 0.6, 0.2], "thickness": [3.0, 1.0, 2.0], "slant": [-5.0, 10.0, 0.0]}
+    for entry in pooled:
+        values = covariates[entry["name"]]
+        order = np.argsort(values)  # three digits, three bins: one digit per bin, smallest first
+        strata = entry["strata"].sort_values("bin")
+        assert strata["swing"].tolist() == pytest.approx([per_digit[i][0] for i in order])
+        assert strata["flip_rate"].tolist() == pytest.approx([per_digit[i][1] for i in order])
+        assert strata["median"].tolist() == pytest.approx([values[i] for i in order])
+        rho = scipy.stats.spearmanr([per_digit[i][0] for i in range(3)], values).statistic
+        assert entry["correlation"] == pytest.approx(rho) and entry["n_digits"] == 3
+    # A run that stored no morphometrics: the margin only.
+    alone = digit_metrics.pooled_instability(swing, clean, None, "m", n_boot=50, bins=3)
+    assert [p["name"] for p in alone] == ["margin"]
 
 
 def test_per_class_and_confusion(hand):
-    table = metrics.per_class(hand, n_boot=200)
+    table = digit_metrics.per_class(hand, n_boot=200)
     row = only(table, family="rotate", label=2)
     assert (row["clean_accuracy"], row["accuracy"], row["flip_rate"]) == (0.0, 0.0, 0.0)
     assert row["swing"] == pytest.approx(0.15, abs=1e-6)
@@ -342,7 +386,7 @@ def test_per_class_and_confusion(hand):
 
 
 def test_summary_table_hand_computed(hand):
-    summary = metrics.summary_table(hand, n_boot=200)
+    summary = digit_metrics.summary_table(hand, n_boot=200)
     assert list(summary.columns) == ["model", "family", "metric", "magnitude", "n_digits", "value", "low", "high"]
     rotate = summary[summary["family"] == "rotate"]
     assert rotate["metric"].tolist() == ["clean_accuracy", "accuracy", "accuracy", "flip_rate", "critical_magnitude"]
@@ -355,11 +399,11 @@ def test_bad_tables_and_arguments(hand):
     with pytest.raises(ValueError, match="p_true"):
         metrics.per_magnitude(hand.drop(columns="p_true"))
     with pytest.raises(ValueError, match="no clean row"):
-        metrics.swing(hand[~((hand["family"] == "clean") & (hand["image"] == 1))])
+        digit_metrics.swing(hand[~((hand["family"] == "clean") & (hand["image"] == 1))])
     with pytest.raises(ValueError, match="majority"):
-        metrics.critical_magnitudes(hand, rule="most")
+        digit_metrics.critical_magnitudes(hand, rule="most")
     with pytest.raises(ValueError, match="margin"):
-        metrics.ambiguity_stratification(hand, "thickness")
+        digit_metrics.ambiguity_stratification(hand, "thickness")
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,8 +536,8 @@ def test_flip_probability_matches_naive_loop(shuffled):
 
 def test_swing_critical_and_worst_case_match_naive_loop(shuffled):
     sweeps, _ = naive_sweeps(shuffled)
-    swing = metrics.swing(shuffled).set_index(["model", "family", "image"])
-    critical = metrics.critical_magnitudes(shuffled).set_index(["model", "family", "image"])
+    swing = digit_metrics.swing(shuffled).set_index(["model", "family", "image"])
+    critical = digit_metrics.critical_magnitudes(shuffled).set_index(["model", "family", "image"])
     worst = metrics.worst_case_accuracy(shuffled, n_boot=100).set_index(["model", "family"])
     worst_naive = defaultdict(list)
     for key, grid in sweeps.items():
@@ -514,7 +558,7 @@ def test_swing_critical_and_worst_case_match_naive_loop(shuffled):
 
 def test_morph_transitions_match_naive_loop(shuffled):
     sweeps, _ = naive_sweeps(shuffled)
-    paths = metrics.morph_transitions(shuffled).set_index(["model", "family", "image"])
+    paths = morph_metrics.morph_transitions(shuffled).set_index(["model", "family", "image"])
     assert len(paths) == 24
     for key, grid in sweeps.items():
         if key[1] != "morph":
@@ -557,29 +601,29 @@ def test_flip_probability_one_sequence_per_draw_of_a_deterministic_family():
 
 def test_precomputed_sweeps_and_swing_give_the_same_tables(shuffled):
     sweeps = metrics.family_sweeps(shuffled)
-    swing = metrics.swing(shuffled)
+    swing = digit_metrics.swing(shuffled)
     options = {"n_boot": 100, "seed": 3}
     same = [
-        (metrics.swing(shuffled, sweeps=sweeps), swing),
-        (metrics.critical_magnitudes(shuffled, sweeps=sweeps), metrics.critical_magnitudes(shuffled)),
+        (digit_metrics.swing(shuffled, sweeps=sweeps), swing),
+        (digit_metrics.critical_magnitudes(shuffled, sweeps=sweeps), digit_metrics.critical_magnitudes(shuffled)),
         (metrics.per_magnitude(shuffled, **options, sweeps=sweeps), metrics.per_magnitude(shuffled, **options)),
         (metrics.worst_case_accuracy(shuffled, **options, sweeps=sweeps), metrics.worst_case_accuracy(shuffled, **options)),
         (metrics.flip_probability(shuffled, {"noise"}, **options, sweeps=sweeps),
          metrics.flip_probability(shuffled, {"noise"}, **options)),
-        (metrics.per_class(shuffled, **options, swing_table=swing), metrics.per_class(shuffled, **options)),
-        (metrics.ambiguity_stratification(shuffled, "entropy", 3, **options, swing_table=swing),
-         metrics.ambiguity_stratification(shuffled, "entropy", 3, **options)),
-        (metrics.instability_correlation(shuffled, "margin", **options, swing_table=swing),
-         metrics.instability_correlation(shuffled, "margin", **options)),
+        (digit_metrics.per_class(shuffled, **options, swing_table=swing), digit_metrics.per_class(shuffled, **options)),
+        (digit_metrics.ambiguity_stratification(shuffled, "entropy", 3, **options, swing_table=swing),
+         digit_metrics.ambiguity_stratification(shuffled, "entropy", 3, **options)),
+        (digit_metrics.instability_correlation(shuffled, "margin", **options, swing_table=swing),
+         digit_metrics.instability_correlation(shuffled, "margin", **options)),
     ]
     for given, computed in same:
         pd.testing.assert_frame_equal(given, computed, check_exact=True)
     # The caller's tables are left as they were.
     pd.testing.assert_frame_equal(sweeps, metrics.family_sweeps(shuffled), check_exact=True)
-    pd.testing.assert_frame_equal(swing, metrics.swing(shuffled), check_exact=True)
+    pd.testing.assert_frame_equal(swing, digit_metrics.swing(shuffled), check_exact=True)
 
 
 def test_sweeps_lacking_a_column_is_refused(shuffled):
     sweeps = metrics.family_sweeps(shuffled, ["label", "pred"])
     with pytest.raises(ValueError, match="clean_pred"):
-        metrics.critical_magnitudes(shuffled, sweeps=sweeps)
+        digit_metrics.critical_magnitudes(shuffled, sweeps=sweeps)

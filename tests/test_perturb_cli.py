@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robust_mnist import cli
-from robust_mnist.commands import perturb as perturb_command
+from robust_mnist import cli, sheet
 from robust_mnist.data import to_float
 from robust_mnist.perturbations import available, family, perturb
 
@@ -21,7 +20,7 @@ def template_model(monkeypatch, template_classifier):
         requested.append(model)
         return template_classifier, "template"
 
-    monkeypatch.setattr(perturb_command, "classifier_for", fake)
+    monkeypatch.setattr(sheet, "classifier_for", fake)
     return requested
 
 
@@ -111,6 +110,9 @@ def test_perturb_runs_a_composition_from_json_options(tmp_path, capsys, template
         (["perturb", "0", "--family", "occlude", "--options", "{shape"], "--options"),
         (["perturb", "0", "--family", "occlude", "--options", '{"shape": "circle"}'], "circle"),
         (["perturb", "0", "--family", "compose"], "compose needs steps"),
+        (["perturb", "0", "--family", "occlude", "--options", '{"colour": 1}'], "colour"),
+        (["perturb", "0", "--family", "rotate", "--options", '{"fill": 1}'], "rotate takes no options"),
+        (["perturb", "0", "--family", "rotate", "--options", "[1]"], "JSON object"),
     ],
 )
 def test_perturb_reports_user_errors_in_one_line(tmp_path, capsys, template_model, monkeypatch, argv, message):
@@ -140,3 +142,17 @@ def test_perturb_refuses_a_model_file_it_did_not_train_without_trust_model(
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "foreign.keras" in error[0] and "--trust-model" in error[0]
     assert template_model == []  # refused before loading anything
+
+
+def test_the_library_returns_what_the_sheet_shows(tmp_path, template_model, template_classifier, mnist):
+    result = sheet.write_contact_sheet(
+        "7", "rotate", [0, 90], out=tmp_path / "deeper" / "sheet.png"
+    )
+    assert result.path == tmp_path / "deeper" / "sheet.png" and result.path.is_file()
+    assert result.label == result.reference == int(mnist.y_test[7])
+    assert result.source_name == "mnist-test-7" and result.unit == "degrees"
+    np.testing.assert_array_equal(result.magnitudes, [0.0, 90.0])
+    expected, _ = perturb("rotate", to_float(mnist.x_test[7:8]), 90.0)
+    np.testing.assert_array_equal(result.images[1], expected[0])
+    np.testing.assert_array_equal(result.probabilities, template_classifier.predict_proba(result.images))
+    assert result.truth == f"label {int(mnist.y_test[7])}"

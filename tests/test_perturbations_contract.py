@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from robust_mnist.data import to_float
+from robust_mnist.errors import InvalidArgumentError
 from robust_mnist.perturbations import available, family, get, perturb
 
 #: Options for families that have no usable defaults.
@@ -181,13 +182,24 @@ def test_a_magnitude_outside_the_range_raises(name, digits):
     low, high = get(name, **OPTIONS.get(name, {})).magnitude_range
     for outside in (low - 1.0, high + 1.0):
         if math.isfinite(outside):
-            with pytest.raises(ValueError, match="outside"):
+            with pytest.raises(InvalidArgumentError, match="outside"):
                 run(name, images, labels, outside)
 
 
 def test_an_unknown_family_name_lists_the_known_ones(digits):
     images, _ = digits
-    with pytest.raises(ValueError, match="unknown perturbation family 'rotat'") as error:
+    with pytest.raises(InvalidArgumentError, match="unknown perturbation family 'rotat'") as error:
         perturb("rotat", images, 1.0)
     for name in FAMILIES:
         assert name in str(error.value)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_an_unknown_option_is_an_invalid_argument(name):
+    with pytest.raises(InvalidArgumentError, match=name):
+        get(name, **OPTIONS.get(name, {}), no_such_option=1)
+
+
+def test_images_of_the_wrong_shape_are_an_invalid_argument():
+    with pytest.raises(InvalidArgumentError, match=r"shape \(N, 28, 28\)"):
+        perturb("rotate", np.zeros((28, 28), np.float32), 10.0)

@@ -10,8 +10,7 @@ from scipy import ndimage
 
 from robust_mnist.data import to_float
 from robust_mnist.perturbations import get, perturb
-from robust_mnist.perturbations.geometric import bilinear, centre_of_mass
-from robust_mnist.perturbations.noise import gaussian_matrix, smooth_rows_and_columns
+from robust_mnist.perturbations._shared import bilinear, centre_of_mass, gaussian_matrix, smooth_rows_and_columns
 
 
 def one_hot(row: int, col: int, value: float = 1.0) -> np.ndarray:

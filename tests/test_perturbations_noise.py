@@ -10,7 +10,7 @@ from scipy import ndimage, stats
 
 from robust_mnist.data import to_float
 from robust_mnist.perturbations import get, perturb
-from robust_mnist.perturbations.noise import random_bits, standard_normal, uniform_pair
+from robust_mnist.perturbations._shared import random_bits, standard_normal, uniform_pair
 
 GREY = np.full((20, 28, 28), 0.5, np.float32)
 

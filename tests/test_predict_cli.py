@@ -7,6 +7,9 @@ marked ``tf`` runs a tiny real model through ``--model``.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -156,3 +159,19 @@ def test_predict_with_a_real_keras_model(pictures, tiny_model, capsys):
     assert [record["file"] for record in records] == sorted(labels)
     for record in records:
         assert abs(sum(record["probabilities"]) - 1) < 1e-4
+
+
+@pytest.mark.tf
+def test_tensorflow_start_up_noise_stays_off_the_terminal(pictures, tiny_model, tmp_path):
+    """The CUDA-stub, cpu_feature_guard and cuInit lines TensorFlow's C++ writes to file
+    descriptor 2 on start-up are hidden, unless -v asks for everything."""
+    folder, labels = pictures
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    env["ROBUST_MNIST_HOME"] = str(tmp_path / "home")
+    result = subprocess.run(
+        [sys.executable, "-m", "robust_mnist", "predict", str(folder), "--model", str(tiny_model[0])],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == len(labels)
+    assert result.stderr == ""

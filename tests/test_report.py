@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robust_mnist import perturbations, runner
+from robust_mnist import perturbations, rundir
+from robust_mnist.runner.inputs import LoadedModel
+from robust_mnist.runner.run import run_study
 from robust_mnist.classifier import TemplateClassifier
 from robust_mnist.data import load_mnist, to_float
 from robust_mnist.study import parse_study
@@ -38,18 +40,18 @@ def study_document(name: str = "tiny", model: str = "template", n: int = 40) -> 
     }
 
 
-def template_loader(model_spec) -> runner.LoadedModel:
+def template_loader(model_spec) -> LoadedModel:
     """Serve the numpy template model (no TensorFlow), with a training record."""
     mnist = load_mnist()
     classifier = TemplateClassifier.fit(to_float(mnist.x_train[:3000]), mnist.y_train[:3000])
-    return runner.LoadedModel(classifier, {"arch": "article", "seed": 0, "path": None,
+    return LoadedModel(classifier, {"arch": "article", "seed": 0, "path": None,
                                            "checksum": "ab" * 32, "training": dict(TRAINING)})
 
 
 def make_run(run_dir: Path, **options) -> Path:
     """A small run directory written by the real runner, with the template model."""
     spec = parse_study(study_document(**options))
-    runner.run_study(spec, run_dir, model_loader=template_loader,
+    run_study(spec, run_dir, model_loader=template_loader,
                      command=["robust-mnist", "study", "tiny.toml"])
     return run_dir
 
@@ -75,7 +77,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(run_dir) -> tuple[Path, str]:
-    from robust_mnist.report import write_report
+    from robust_mnist.html.study_report import write_report
 
     path = write_report(run_dir, run_dir.parent / "report.html")
     return path, path.read_text(encoding="utf-8")
@@ -128,7 +130,7 @@ def test_names_from_files_and_studies_render_as_text(report):
 
 
 def test_default_path_is_reports_slug_of_study_name(run_dir, tmp_path, monkeypatch):
-    from robust_mnist.report import default_report_path
+    from robust_mnist.html.study_report import default_report_path
 
     monkeypatch.chdir(tmp_path)
     assert default_report_path(run_dir) == Path("reports") / "script-alert-1-script.html"
@@ -158,7 +160,7 @@ def test_sections_present(report):
 def test_headline_sentence_matches_the_results(report, run_dir):
     """The rotate sentence quotes the smallest |angle| flipping >= 10% of predictions."""
     _, html = report
-    results = runner.load_results(run_dir)
+    results = rundir.load_results(run_dir)
     rotate = results.loc[results["family"] == "rotate"]
     flips = (rotate["pred"] != rotate["clean_pred"]).groupby(rotate["magnitude"]).mean()
     hits = flips[flips >= 0.10]
@@ -169,7 +171,7 @@ def test_headline_sentence_matches_the_results(report, run_dir):
 
 
 def test_size_is_bounded(report):
-    from robust_mnist.report import GALLERY_SIZE
+    from robust_mnist.html.study_sections import GALLERY_SIZE
 
     path, html = report
     assert path.stat().st_size < 2_000_000
@@ -179,23 +181,23 @@ def test_size_is_bounded(report):
 
 
 def test_strip_draws_digits_pixel_exact():
-    from robust_mnist import plots
+    from robust_mnist import plots, strips
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
     probabilities = rng.dirichlet(np.ones(10), size=3)
     scale = 3
-    canvas = plots.digit_strip(images, probabilities, true_class=4, scale=scale)
-    geometry = plots.strip_geometry(scale)
+    canvas = strips.digit_strip(images, probabilities, true_class=4, scale=scale)
+    geometry = strips.strip_geometry(scale)
     side, cell = 28 * scale, geometry["cell"]
     offset = (cell - side) // 2
-    palette = np.array(plots.strip_palette()).reshape(256, 3)
+    palette = np.array(strips.strip_palette()).reshape(256, 3)
     for k in range(3):
         block = canvas[1:side - 1, k * cell + offset + 1: k * cell + offset + side - 1]
         grey = palette[block][..., 0].astype(float)
         # Nearest-neighbour: every scale x scale block is one pixel of the digit, dark ink on white.
         expected = np.kron(255 - images[k].astype(float), np.ones((scale, scale)))[1:-1, 1:-1]
-        assert np.abs(grey - expected).max() <= 255 / (plots.GRAY_LEVELS - 1) / 2 + 1
+        assert np.abs(grey - expected).max() <= 255 / (strips.GRAY_LEVELS - 1) / 2 + 1
     # The true class's bar is blue and as tall as its probability allows.
     bars = canvas[side + geometry["spacing"]:, :cell]
     rgb = np.round(np.array(plots.matplotlib.colors.to_rgb(plots.TRUE_COLOUR)) * 255)
@@ -204,24 +206,42 @@ def test_strip_draws_digits_pixel_exact():
     assert abs(blue - expected) <= geometry["bar"]
 
 
-def test_morphometrics_are_the_measured_thickness_and_slant():
+def test_the_report_uses_the_thickness_and_slant_stored_by_the_run(run_dir):
     from robust_mnist.morphometrics import measure
-    from robust_mnist.report import _morphometrics
+    from robust_mnist.report_data import load_report_data
 
-    images = load_mnist().x_test[:200].copy()
-    images[7] = 0  # a blank digit: NaN, as measure() gives
-    expected = measure(to_float(images))[["thickness", "slant"]]
-    table = _morphometrics(images)
-    assert table.index.name == "image"
-    assert np.array_equal(table.to_numpy(), expected.to_numpy(), equal_nan=True)
-    assert np.isnan(table.loc[7]).all()
+    data = load_report_data(run_dir)
+    expected = measure(to_float(data.images))[["thickness", "slant"]]
+    assert list(data.morphometrics.columns) == ["thickness", "slant"]
+    assert np.array_equal(data.morphometrics.to_numpy(), expected.to_numpy(), equal_nan=True)
+
+
+def test_a_run_without_morphometrics_is_reported_without_the_shape_strata(report, run_dir, tmp_path):
+    """Runs made before digits.npz stored thickness and slant: the page leaves them out and says
+    so, rather than measuring the digits itself."""
+    import shutil
+
+    from robust_mnist.html.study_report import write_report
+    from robust_mnist.html.study_sections import NO_MORPHOMETRICS
+
+    _, html = report
+    assert "Swing and stroke thickness" in html and NO_MORPHOMETRICS not in html
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    with np.load(older / "digits.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files if key not in ("thickness", "slant")}
+    np.savez(older / "digits.npz", **arrays)
+    page = write_report(older, tmp_path / "older.html").read_text()
+    assert NO_MORPHOMETRICS in page
+    assert "Swing and stroke thickness" not in page and "Swing and slant" not in page
+    assert 'alt="Mean swing against ambiguity"' in page and 'id="ambiguity"' in page
 
 
 def test_unfinished_run_is_reported_as_far_as_it_got(run_dir, tmp_path):
     import json
     import shutil
 
-    from robust_mnist.report import write_report
+    from robust_mnist.html.study_report import write_report
 
     partial = tmp_path / "partial"
     shutil.copytree(run_dir, partial)

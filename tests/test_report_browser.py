@@ -155,7 +155,7 @@ def browser(tmp_path_factory):
 @pytest.fixture(scope="module")
 def opened(browser, tmp_path_factory):
     """The small study's report, loaded in the browser (network and console recorded)."""
-    from robust_mnist.report import write_report
+    from robust_mnist.html.study_report import write_report
 
     folder = tmp_path_factory.mktemp("browser-report")
     report = write_report(make_run(folder / "run"), folder / "report.html")
@@ -240,7 +240,7 @@ def test_screenshot(opened, tmp_path):
     if os.environ.get("ROBUST_MNIST_UPDATE_SCREENSHOT") == "1":
         run = os.environ.get("ROBUST_MNIST_SCREENSHOT_RUN")
         if run:
-            from robust_mnist.report import write_report
+            from robust_mnist.html.study_report import write_report
 
             page = write_report(run, folder / "readme.html")
             browser.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=900, deviceScaleFactor=1, mobile=False)

@@ -16,17 +16,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from robust_mnist import runner as runner_module
+from robust_mnist.errors import RunDirError
 from robust_mnist.perturbations import available
-from robust_mnist.runner import (
-    BASE_COLUMNS,
-    Progress,
-    RunDirError,
-    load_results,
-    plan_cells,
-    run_study,
-    stratified_subset,
-)
+from robust_mnist.rundir import BASE_COLUMNS, load_results
+from robust_mnist.runner import cells as cells_module
+from robust_mnist.runner.cells import Progress, plan_cells
+from robust_mnist.runner.inputs import stratified_subset
+from robust_mnist.runner.run import run_study
 from robust_mnist.study import parse_study
 from study_fakes import FakeShift, Recording, fake_loader, register_fakes, template_classifier
 
@@ -201,7 +197,7 @@ def test_exemplars_regenerate_the_evaluated_digits(fakes, tmp_path):
 
 def test_same_study_gives_bit_identical_tables_whatever_the_chunk_size(fakes, tmp_path, monkeypatch):
     # Model blocks of 50 digits, so that chunks of 7 are gathered and chunks of 1000 split.
-    monkeypatch.setattr(runner_module, "MODEL_BATCH", 50)
+    monkeypatch.setattr(cells_module, "MODEL_BATCH", 50)
     families = [f for f in ("rotate", "gaussian_noise", "elastic") if f in available()]
     study = small_study(perturbations=[
         {"family": "fake_shift", "magnitudes": [2]},
@@ -357,7 +353,7 @@ KILLED_RUN = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from robust_mnist.perturbations import base
-from robust_mnist.runner import run_study
+from robust_mnist.runner.run import run_study
 from robust_mnist.study import parse_study
 from study_fakes import FakeNoise, FakeShift, fake_loader, template_classifier
 from test_runner import small_study
@@ -464,9 +460,9 @@ def test_fake_shift_reference():
 
 def test_bisection_refines_critical_magnitudes_between_grid_points(tmp_path):
     from robust_mnist.data import to_float
-    from robust_mnist.metrics import critical_magnitudes
+    from robust_mnist.digit_metrics import critical_magnitudes
     from robust_mnist.perturbations import perturb
-    from robust_mnist.runner import load_digits_npz, load_refined
+    from robust_mnist.rundir import load_digits, load_refined
 
     study = small_study(perturbations=[{"family": "rotate", "magnitudes": [-40, -20, 20, 40], "refine": 6},
                                        {"family": "scale", "magnitudes": [-30, 30]}],
@@ -480,7 +476,7 @@ def test_bisection_refines_critical_magnitudes_between_grid_points(tmp_path):
     assert len(flipped) > 5 and flipped["refined"].all() and len(flipped) == len(table)
     assert not refined.loc[refined["family"] == "scale", "refined"].any()
     classifier = template_classifier()
-    images = to_float(load_digits_npz(run_dir).images)
+    images = to_float(load_digits(run_dir).images)
     for row in flipped.itertuples():
         # The refined angle flips the prediction; 20/2**6 degrees closer to 0 it does not yet.
         digit = images[row.image : row.image + 1]

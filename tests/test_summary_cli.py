@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robust_mnist import cli, runner
-from robust_mnist.commands import study as study_command
+from robust_mnist import cli
+from robust_mnist.runner import run as runner_run
 from study_fakes import fake_loader, register_fakes, template_classifier
 
 STUDY = """
@@ -39,7 +39,7 @@ draws = 2
 @pytest.fixture
 def study_file(tmp_path, monkeypatch):
     register_fakes(monkeypatch)
-    monkeypatch.setattr(runner, "load_model", fake_loader())
+    monkeypatch.setattr(runner_run, "load_model", fake_loader())
     path = tmp_path / "demo.toml"
     path.write_text(textwrap.dedent(STUDY))
     return path
@@ -96,14 +96,14 @@ def test_interrupted_study_tells_how_to_resume(study_file, tmp_path, monkeypatch
                 raise KeyboardInterrupt
             return template_classifier().predict_proba(images)
 
-    monkeypatch.setattr(runner, "load_model", fake_loader({"article-seed0": InterruptAfter()}))
+    monkeypatch.setattr(runner_run, "load_model", fake_loader({"article-seed0": InterruptAfter()}))
     run_dir = tmp_path / "run"
     assert cli.main(["study", str(study_file), "--out", str(run_dir), "--quiet"]) == 130
     err = capsys.readouterr().err
     assert "2 completed cells are saved" in err
     assert f"resume with: robust-mnist study {study_file} --out {run_dir} --resume" in err
 
-    monkeypatch.setattr(runner, "load_model", fake_loader())
+    monkeypatch.setattr(runner_run, "load_model", fake_loader())
     assert cli.main(["study", str(study_file), "--out", str(run_dir), "--quiet"]) == 1
     assert "add --resume" in capsys.readouterr().err
     assert cli.main(["study", str(study_file), "--out", str(run_dir), "--quiet", "--resume"]) == 0
@@ -169,7 +169,3 @@ def test_summary_csv_and_json_export_the_same_aggregates(finished, capsys):
 def test_summary_of_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert cli.main(["summary", str(tmp_path)]) == 1
     assert "not a run directory" in capsys.readouterr().err
-
-
-def test_command_default_chunk_size_matches_the_runner():
-    assert study_command.DEFAULT_CHUNK_SIZE == runner.DEFAULT_CHUNK_SIZE

@@ -1,15 +1,16 @@
-"""``robust-mnist predict``: classify the user's own digit pictures, as in the article."""
+"""``robust-mnist predict``: classify the user's own digit pictures, as in the article.
+
+The work is :func:`robust_mnist.predictions.predict_files`; this module parses the arguments
+and prints one line (or one JSON object) per picture.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
-
-from .. import models
 
 #: Bar heights for probabilities 0, 1/8, ..., 1.
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -48,22 +49,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..preprocess import load_digits
+    from ..predictions import predict_files
 
-    if args.model:
-        # Before any work: a foreign model file is refused unless explicitly trusted.
-        models.check_trusted(args.model, args.trust_model)
-    images, names, errors = load_digits(args.paths)
-    for _, message in errors:
-        print(f"robust-mnist: error: {message}", file=sys.stderr)
-    if not names:
-        return 1
-
-    if args.save_preprocessed:
-        save_preprocessed(images, names, Path(args.save_preprocessed))
-    path = Path(args.model) if args.model else models.ensure_model("article", 0)
-    probabilities = models.load_classifier(path).predict_proba(images)
-    for name, row in zip(names, probabilities):
+    result = predict_files(
+        args.paths, model=args.model, trust_model=args.trust_model,
+        save_preprocessed=args.save_preprocessed,
+        on_unreadable=lambda message: print(f"robust-mnist: error: {message}", file=sys.stderr),
+    )
+    for name, row in zip(result.names, result.probabilities):
         if args.json:
             print(json.dumps({
                 "file": name,
@@ -72,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             }))
         else:
             print(format_line(name, row))
-    return 1 if errors else 0
+    return 1 if result.errors or not result.names else 0
 
 
 def format_line(name: str, probabilities: np.ndarray) -> str:
@@ -82,23 +75,3 @@ def format_line(name: str, probabilities: np.ndarray) -> str:
     )
     values = " ".join(f"{float(p):.3f}" for p in probabilities)
     return f"{name}: {int(np.argmax(probabilities))}  {bars}  [{values}]"
-
-
-def save_preprocessed(images: np.ndarray, names: list[str], folder: Path) -> list[Path]:
-    """Write each (28, 28) image as an 8-bit PNG named after its input file's stem."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    used: set[str] = set()
-    for image, name in zip(images, names):
-        stem, count = Path(name).stem, 1
-        candidate = stem
-        while candidate in used:  # photo.png and photo.jpg must not overwrite each other
-            count += 1
-            candidate = f"{stem}-{count}"
-        used.add(candidate)
-        target = folder / f"{candidate}.png"
-        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(target)
-        written.append(target)
-    return written

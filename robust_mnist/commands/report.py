@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from ..html.study_report import write_report
 
     print(write_report(args.run_dir, args.out))
     return 0

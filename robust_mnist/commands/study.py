@@ -1,21 +1,20 @@
 """``robust-mnist study STUDY.toml``: run a perturbation study into a run directory.
 
 The study file is validated first (any mistake is a one-line error before any work), then
-:func:`robust_mnist.runner.run_study` computes the missing cells with a progress bar on
-stderr, and the summary table is printed to stdout.
+:func:`robust_mnist.runner.run.run_study_file` computes the missing cells with a progress bar
+on stderr, the summary table is printed to stdout and the report written.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import time
 from pathlib import Path
 
-#: Same value as robust_mnist.runner.DEFAULT_CHUNK_SIZE (a test checks): importing the runner
-#: here would load pyarrow and scipy for every `robust-mnist --help`.
-DEFAULT_CHUNK_SIZE = 10_000
+from ..runner import DEFAULT_CHUNK_SIZE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,59 +53,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runner import run_study
-    from ..study import default_run_dir, load_study
-    from .summary import print_summary
+    from ..html.study_report import write_report
+    from ..runner.run import StudyInterrupted, run_study_file
+    from ..summary import write_summary
 
-    from .. import models
-    from ..executors import make_executor
-
-    spec = load_study(args.study)
-    for model in spec.models:
-        if model.path is not None:  # before any work: foreign model files need --trust-model
-            models.check_trusted(model.path, args.trust_model)
-    execution = dict(spec.execution)
-    name = args.executor or ("dask" if args.scheduler else execution.get("executor", "serial"))
-    scheduler = args.scheduler or (execution.get("scheduler") if name == "dask" else None)
-    executor = make_executor(name, workers=args.workers or execution.get("workers"), scheduler=scheduler)
-    run_dir = args.out if args.out is not None else default_run_dir(spec)
-    command = _command(args, run_dir if args.out is not None else None)
     progress = None if args.quiet else RichProgress()
     try:
-        with progress if progress is not None else _nothing():
-            outcome = run_study(
-                spec, run_dir, resume=args.resume, force=args.force, chunk_size=args.chunk_size,
-                progress=progress, command=command, executor=executor,
+        with progress if progress is not None else contextlib.nullcontext():
+            outcome = run_study_file(
+                args.study, args.out, trust_model=args.trust_model, executor=args.executor,
+                workers=args.workers, scheduler=args.scheduler, resume=args.resume, force=args.force,
+                chunk_size=args.chunk_size, progress=progress, command=_command(args, args.out),
             )
-    except KeyboardInterrupt:
-        saved = len(list((run_dir / "cells").glob("*.parquet"))) if (run_dir / "cells").is_dir() else 0
-        resume = _command(args, run_dir if args.out is not None else None, resume=True)
-        print(
-            f"robust-mnist: interrupted; {saved} completed cells are saved in {run_dir}\n"
-            f"resume with: {shlex.join(resume)}",
-            file=sys.stderr,
-        )
+    except StudyInterrupted as stop:
+        print(f"robust-mnist: {stop}\nresume with: {shlex.join(_command(args, args.out, resume=True))}",
+              file=sys.stderr)
         return 130
     if outcome.status == "already-complete":
-        print(f"{spec.name}: already complete in {run_dir} (use --force to recompute)", file=sys.stderr)
+        print(f"{outcome.study}: already complete in {outcome.run_dir} (use --force to recompute)", file=sys.stderr)
     else:
         print(
-            f"{spec.name}: {outcome.cells_computed} cells computed"
+            f"{outcome.study}: {outcome.cells_computed} cells computed"
             + (f", {outcome.cells_reused} reused" if outcome.cells_reused else "")
-            + f" ({outcome.evaluations:,} digit evaluations) in {outcome.seconds:.1f} s -> {run_dir}",
+            + f" ({outcome.evaluations:,} digit evaluations) in {outcome.seconds:.1f} s -> {outcome.run_dir}",
             file=sys.stderr,
         )
-    print_summary(run_dir, "table")
-    from ..report import write_report
-
-    print(f"report: {write_report(run_dir)}")
+    write_summary(outcome.run_dir, "table", sys.stdout)
+    print(f"report: {write_report(outcome.run_dir)}")
     return 0
 
 
 class RichProgress:
     """A rich progress bar on stderr: the current cell, digits per second and time left.
 
-    Implements the callbacks of :class:`robust_mnist.runner.Progress`.
+    Implements the callbacks of :class:`robust_mnist.runner.cells.Progress`.
     """
 
     def __init__(self) -> None:
@@ -164,14 +144,6 @@ class RichProgress:
 
     def cell_finished(self, cell) -> None:
         pass
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def _command(args: argparse.Namespace, out: Path | None, resume: bool = False) -> list[str]:

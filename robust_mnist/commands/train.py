@@ -37,11 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_mnist
-
     out = args.out if args.out else models.model_path(args.arch, args.seed)
-    data = load_mnist(args.data) if args.data else None
-    record = models.train(args.arch, args.seed, out, data=data, epochs=args.epochs)
+    record = models.train(args.arch, args.seed, out, data=args.data, epochs=args.epochs)
     print(
         f"{args.arch} seed {args.seed}: val_accuracy {record['val_accuracy']:.4f}  "
         f"val_loss {record['val_loss']:.4f}  stopped after epoch {record['stopped_epoch']}"

@@ -16,10 +16,12 @@ regenerated exactly from a results table row.
 
 from __future__ import annotations
 
+import inspect
 from typing import ClassVar
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from ..images import check_images
 
 _REGISTRY: dict[str, type["Perturbation"]] = {}
@@ -57,14 +59,14 @@ class Perturbation:
 
     def __init__(self, **options) -> None:
         if options:
-            raise ValueError(f"{self.name} takes no options; got {sorted(options)}")
+            raise InvalidArgumentError(f"{self.name} takes no options; got {sorted(options)}")
         self.options: dict = {}
 
     def check_magnitude(self, magnitude: float) -> float:
         low, high = self.magnitude_range
         magnitude = float(magnitude)
         if not (low <= magnitude <= high):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{self.name}: magnitude {magnitude:g} outside its range [{low:g}, {high:g}] {self.unit}"
             )
         return magnitude
@@ -107,14 +109,26 @@ def family(name: str) -> type[Perturbation]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"unknown perturbation family {name!r}; known: {', '.join(available())}"
         ) from None
 
 
 def get(name: str, **options) -> Perturbation:
-    """An instance of family ``name`` configured with ``options``."""
-    return family(name)(**options)
+    """An instance of family ``name`` configured with ``options``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        A ValueError, for an unknown family, an option the family does not take, or an
+        option value outside its allowed set.
+    """
+    cls = family(name)
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as error:  # an unknown or missing option, said by Python's own words
+        raise InvalidArgumentError(f"{name}: {error}") from None
+    return cls(**options)
 
 
 def perturb(

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from ..images import check_images
 from .base import Perturbation, get, register
 
@@ -61,7 +62,7 @@ class Compose(Perturbation):
 
     def __init__(self, steps: Sequence[Mapping] | None = None) -> None:
         if not steps or isinstance(steps, (str, Mapping)):
-            raise ValueError(
+            raise InvalidArgumentError(
                 "compose needs steps=[{'family': NAME, 'magnitude': M, ...options}, ...]; "
                 f"got {steps!r}"
             )
@@ -69,7 +70,7 @@ class Compose(Perturbation):
         low, high = 0.0, MAX_STRENGTH
         for number, step in enumerate(steps):
             if not isinstance(step, Mapping) or "family" not in step or "magnitude" not in step:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"compose: step {number} must be a mapping with 'family' and 'magnitude'; got {step!r}"
                 )
             options = {k: v for k, v in step.items() if k not in ("family", "magnitude", "fixed")}
@@ -84,7 +85,7 @@ class Compose(Perturbation):
                 low, high = max(low, bounds[0]), min(high, bounds[1])
             self.steps.append((perturbation, magnitude, fixed))
         if low > high:
-            raise ValueError(f"compose: no strength satisfies every step's magnitude range ({steps!r})")
+            raise InvalidArgumentError(f"compose: no strength satisfies every step's magnitude range ({steps!r})")
         self.magnitude_range = (low, high)
         self.random = any(perturbation.random for perturbation, _, _ in self.steps)
         self.needs_images = any(p.needs_images for p, _, _ in self.steps)

@@ -6,137 +6,32 @@ positive ``translate_y`` moves it down, positive ``rotate`` turns it counter-clo
 seen on screen, positive ``shear`` leans its top to the right (forward slant, like italics).
 Rotation, zoom and shear act about each digit's own centre of mass.
 
-Every family warps the batch the same way: each output pixel reads the input at a source
-coordinate (one coordinate map per image) by bilinear interpolation, with blank background
-outside the frame (scipy's ``mode="grid-constant"``: a half-pixel shift at the border keeps
-half the ink). The interpolation is a vectorised gather in NumPy over the whole batch, which
-measured about four times faster than ``scipy.ndimage.map_coordinates`` on (N, 28, 28)
-coordinates and gives the same values (the tests compare the two).
+Every family warps the batch the same way (:func:`~._shared.warp_affine` and
+:func:`~._shared.bilinear`): each output pixel reads the input at a source coordinate (one
+coordinate map per image) by bilinear interpolation, with blank background outside the frame
+(scipy's ``mode="grid-constant"``: a half-pixel shift at the border keeps half the ink).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from ..images import check_images
-from .base import Perturbation, register
-from .noise import (
+from ._shared import (
     CHUNK,
+    bilinear,
     draw_seeds,
     gaussian_matrix,
     param_column,
     seed_column,
     smooth_rows_and_columns,
     uniform_pair,
+    warp_affine,
 )
+from .base import Perturbation, register
 
 _GRID = np.arange(28, dtype=np.float32)
-
-
-def centre_of_mass(images: np.ndarray) -> np.ndarray:
-    """Intensity-weighted centre of each image.
-
-    Parameters
-    ----------
-    images : (N, 28, 28) ndarray of float32 in [0, 1]
-
-    Returns
-    -------
-    (N, 2) ndarray of float64
-        ``(x, y)``: column and row, in pixel indices; (13.5, 13.5), the frame's centre, for
-        a blank image.
-    """
-    positions = np.arange(28, dtype=np.float64)
-    ones = np.ones(28, np.float32)
-    # Stacked matmuls sum each image on its own (so the result does not depend on the batch)
-    # and run several times faster than ``sum(axis=...)`` here.
-    rows = np.matmul(images, ones).astype(np.float64)  # (N, 28): ink per row
-    columns = np.matmul(ones, images).astype(np.float64)  # (N, 28): ink per column
-    mass = rows.sum(axis=1)
-    blank = mass <= 0
-    safe_mass = np.where(blank, 1.0, mass)
-    x = np.where(blank, 13.5, (columns * positions).sum(axis=1) / safe_mass)
-    y = np.where(blank, 13.5, (rows * positions).sum(axis=1) / safe_mass)
-    return np.stack([x, y], axis=1)
-
-
-def bilinear(images: np.ndarray, source_y: np.ndarray, source_x: np.ndarray) -> np.ndarray:
-    """Sample each image at per-pixel source coordinates, bilinearly, blank outside the frame.
-
-    Equal to ``scipy.ndimage.map_coordinates(images, [index, source_y, source_x], order=1,
-    mode="grid-constant", cval=0)`` with ``index`` the image number.
-
-    Parameters
-    ----------
-    images : (N, 28, 28) ndarray of float32
-    source_y, source_x : (N, 28, 28) ndarray of float32
-        Row and column, in the image's pixel indices, that each output pixel reads.
-
-    Returns
-    -------
-    (N, 28, 28) ndarray of float32
-    """
-    n = len(images)
-    # A zero border (1 before, 2 after) lets every clipped coordinate read real neighbours:
-    # coordinates beyond [-1, 28] only ever see background, so clipping them changes nothing.
-    padded = np.zeros((n, 31, 31), np.float32)
-    padded[:, 1:29, 1:29] = images
-    flat = padded.reshape(-1)
-    y = np.clip(source_y, -1.0, 28.0)
-    x = np.clip(source_x, -1.0, 28.0)
-    y0 = np.floor(y)
-    x0 = np.floor(x)
-    fy = y - y0
-    fx = x - x0
-    index = y0.astype(np.int32) * 31 + x0.astype(np.int32)
-    index += (np.arange(n, dtype=np.int32) * 31 * 31 + 32)[:, None, None]
-    top_left, top_right = flat.take(index), flat.take(index + 1)
-    bottom_left, bottom_right = flat.take(index + 31), flat.take(index + 32)
-    top = top_left + (top_right - top_left) * fx
-    bottom = bottom_left + (bottom_right - bottom_left) * fx
-    return top + (bottom - top) * fy
-
-
-def warp_affine(images: np.ndarray, linear: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """Warp each image by an affine map about its centre of mass.
-
-    Output pixel ``p = (x, y)`` reads the input at ``p + linear @ (p - c) + offset``, with
-    ``c`` the image's centre of mass. Writing the map as a difference from the identity keeps
-    it exact when ``linear`` and ``offset`` are zero, and exact for integer shifts.
-
-    Parameters
-    ----------
-    images : (N, 28, 28) ndarray of float32 in [0, 1]
-    linear : (N, 2, 2) ndarray of float
-        Inverse linear map minus the identity, acting on ``(x, y)``.
-    offset : (N, 2) ndarray of float
-        ``(x, y)`` offset of the source coordinate.
-
-    Returns
-    -------
-    (N, 28, 28) ndarray of float32 in [0, 1]
-    """
-    n = len(images)
-    centres = centre_of_mass(images)
-    out = np.empty_like(images)
-    for start in range(0, n, CHUNK):
-        block = slice(start, min(start + CHUNK, n))
-        # Each term of the map depends on x or on y alone: compute (n, 28) profiles and
-        # broadcast them into (n, 28, 28) once.
-        dx = (_GRID[None, :] - centres[block, 0:1]).astype(np.float32)
-        dy = (_GRID[None, :] - centres[block, 1:2]).astype(np.float32)
-        a = linear[block].astype(np.float32)
-        b = offset[block].astype(np.float32)
-        source_x = (
-            (_GRID[None, :] + a[:, 0, 0:1] * dx + b[:, 0:1])[:, None, :]
-            + (a[:, 0, 1:2] * dy)[:, :, None]
-        )
-        source_y = (
-            (_GRID[None, :] + a[:, 1, 1:2] * dy + b[:, 1:2])[:, :, None]
-            + (a[:, 1, 0:1] * dx)[:, None, :]
-        )
-        out[block] = bilinear(images[block], source_y, source_x)
-    return np.clip(out, 0.0, 1.0, out=out)
 
 
 class _Affine(Perturbation):
@@ -334,7 +229,7 @@ class Elastic(Perturbation):
 
     def __init__(self, sigma: float = 4.0) -> None:
         if not (np.isfinite(sigma) and float(sigma) > 0):
-            raise ValueError(f"elastic: sigma {sigma!r} must be a positive number of pixels")
+            raise InvalidArgumentError(f"elastic: sigma {sigma!r} must be a positive number of pixels")
         self.sigma = float(sigma)
         self.options = {"sigma": self.sigma}
 

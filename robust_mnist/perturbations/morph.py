@@ -56,10 +56,11 @@ from numbers import Integral
 import numpy as np
 from scipy import ndimage
 
+from ..data import load_mnist
+from ..errors import InvalidArgumentError
 from ..images import check_images
+from ._shared import bilinear, centre_of_mass, param_column, warp_affine
 from .base import Perturbation, register
-from .geometric import bilinear, centre_of_mass, warp_affine
-from .noise import param_column
 
 #: Flow fields kept for reuse across magnitudes (about 6 kB each).
 FIELD_CACHE_SIZE = 20_000
@@ -111,18 +112,18 @@ class TargetPool:
         images = np.asarray(images)
         if images.dtype == np.uint8:
             if images.ndim != 3 or images.shape[1:] != (28, 28):
-                raise ValueError(f"pool_images must have shape (P, 28, 28); got {images.shape}")
+                raise InvalidArgumentError(f"pool_images must have shape (P, 28, 28); got {images.shape}")
         else:
             images = check_images(images, "pool_images")
         self._images = images
         labels = np.asarray(labels)
         if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"pool_labels must be {len(images)} integers; "
                 f"got shape {labels.shape}, dtype {labels.dtype}"
             )
         if len(labels) and (labels.min() < 0 or labels.max() > 9):
-            raise ValueError("pool_labels must lie in 0-9")
+            raise InvalidArgumentError("pool_labels must lie in 0-9")
         self.labels = labels.astype(np.int64)
         self.key = key
         self._lock = threading.Lock()
@@ -239,8 +240,6 @@ class TargetPool:
 @lru_cache(maxsize=1)
 def default_pool() -> TargetPool:
     """The bundled MNIST training set as a target pool (loaded once)."""
-    from ..data import load_mnist
-
     mnist = load_mnist()
     return TargetPool(mnist.x_train, mnist.y_train, key=f"mnist-train:{mnist.checksum}")
 
@@ -466,15 +465,15 @@ class Morph(Perturbation):
         pool_labels: np.ndarray | None = None,
     ) -> None:
         if method not in self.METHODS:
-            raise ValueError(f"morph: method must be one of {self.METHODS}; got {method!r}")
+            raise InvalidArgumentError(f"morph: method must be one of {self.METHODS}; got {method!r}")
         if isinstance(target, bool) or not (
             target in ("nearest", "all") or (isinstance(target, Integral) and 0 <= target <= 9)
         ):
-            raise ValueError(f"morph: target must be 'nearest', 'all' or a class 0-9; got {target!r}")
+            raise InvalidArgumentError(f"morph: target must be 'nearest', 'all' or a class 0-9; got {target!r}")
         if pool not in self.POOLS:
-            raise ValueError(f"morph: pool must be one of {self.POOLS}; got {pool!r}")
+            raise InvalidArgumentError(f"morph: pool must be one of {self.POOLS}; got {pool!r}")
         if (pool_images is None) != (pool_labels is None):
-            raise ValueError("morph: give both pool_images and pool_labels, or neither")
+            raise InvalidArgumentError("morph: give both pool_images and pool_labels, or neither")
         target = target if isinstance(target, str) else int(target)
         self.options = {"method": method, "target": target, "pool": pool}
         # Draws pick different target classes only when cycling through them.
@@ -503,7 +502,7 @@ class Morph(Perturbation):
             if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) or (
                 n and (labels.min() < 0 or labels.max() > 9)
             ):
-                raise ValueError(f"morph: labels must be {n} integers in 0-9; got shape {labels.shape}")
+                raise InvalidArgumentError(f"morph: labels must be {n} integers in 0-9; got shape {labels.shape}")
             labels = labels.astype(np.int64)
         target, pool_kind = self.options["target"], self.options["pool"]
         if labels is None or target == "nearest" or pool_kind == "nearest":
@@ -523,7 +522,7 @@ class Morph(Perturbation):
             target_index = self.pool.medoids()[target_class]
         if n and target_index.min() < 0:
             missing = sorted(set(target_class[target_index < 0].tolist()))
-            raise ValueError(f"morph: the target pool has no digits of class {missing}")
+            raise InvalidArgumentError(f"morph: the target pool has no digits of class {missing}")
         return {
             "target_index": target_index.astype(np.int64),
             "target_class": target_class.astype(np.int64),

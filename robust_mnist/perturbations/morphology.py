@@ -56,11 +56,12 @@ import numpy as np
 from scipy.linalg import solve_banded
 
 from .. import morphometrics
+from ..errors import InvalidArgumentError
 from ..images import check_images
 from ..kernels import disk_filter
 from ..morphometrics import SCALE, binarise, downsample, map_crops, skeletons, upsample
+from ._shared import param_column
 from .base import Perturbation, register
-from .noise import param_column
 
 #: Images per thread task: large enough to amortise Python overhead, small enough to balance.
 CHUNK = 512
@@ -281,7 +282,7 @@ class _StrokeMorphology(Perturbation):
 
     def __init__(self, relative: bool = False) -> None:
         if not isinstance(relative, (bool, np.bool_)):
-            raise ValueError(f"{self.name}: option relative must be True or False; got {relative!r}")
+            raise InvalidArgumentError(f"{self.name}: option relative must be True or False; got {relative!r}")
         self.options = {"relative": bool(relative)}
         if relative:
             # Instance attributes shadow the class's absolute-pixel metadata.

@@ -1,114 +1,28 @@
 """Intensity perturbations: additive Gaussian noise, salt-and-pepper, Gaussian blur, occlusion.
 
 Per-image randomness is stored as an integer ``seed`` param, and ``apply`` turns each seed
-into that image's noise with a counter-based generator (:func:`random_bits`, SplitMix64
-hashing of (seed, pixel index)). One vectorised hash serves the whole batch, so the noise of
-image ``i`` depends only on its own seed (never on the batch it is in, or its position), it
-costs a few nanoseconds per pixel instead of ~20 us to build a ``numpy.random.Generator`` per
-image, and it is the same on every platform and NumPy version.
-
-The helpers here (:func:`random_bits`, :func:`uniform_pair`, :func:`param_column`,
-:func:`draw_seeds`) are shared with :mod:`.geometric`.
+into that image's noise with the counter-based generator of :mod:`._shared`
+(:func:`~._shared.random_bits`), so the noise of image ``i`` depends only on its own seed,
+never on the batch it is in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
-from scipy import ndimage
 
+from ..errors import InvalidArgumentError
 from ..images import check_images
+from ._shared import (
+    CHUNK,
+    draw_seeds,
+    gaussian_matrix,
+    param_column,
+    random_bits,
+    seed_column,
+    smooth_rows_and_columns,
+    standard_normal,
+)
 from .base import Perturbation, register
-
-#: Images processed per block inside ``apply``: keeps the temporaries in cache. Results do
-#: not depend on it (every image is computed from its own params only).
-CHUNK = 256
-
-#: Seeds are drawn below 2**53 so that they survive a round trip through a float64 column.
-SEED_LIMIT = 2**53
-
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (golden ratio)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function, in place on a uint64 array (wrapping arithmetic)."""
-    z ^= z >> np.uint64(30)
-    z *= _MIX1
-    z ^= z >> np.uint64(27)
-    z *= _MIX2
-    z ^= z >> np.uint64(31)
-    return z
-
-
-def random_bits(seeds: np.ndarray, count: int) -> np.ndarray:
-    """``count`` pseudo-random 64-bit words per seed: SplitMix64 streams, one per seed.
-
-    Parameters
-    ----------
-    seeds : (N,) array_like of int in [0, 2**53)
-    count : int
-
-    Returns
-    -------
-    (N, count) ndarray of uint64
-        Row ``i`` is a function of ``seeds[i]`` alone.
-    """
-    with np.errstate(over="ignore"):
-        # Hashing the seed first makes neighbouring seeds (0, 1, 2...) start far apart.
-        keys = _mix64(np.asarray(seeds).astype(np.int64).astype(np.uint64) * _GAMMA + _GAMMA)
-        counters = np.arange(1, count + 1, dtype=np.uint64) * _GAMMA
-        return _mix64(keys[:, None] + counters[None, :])
-
-
-def uniform_pair(seeds: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two independent uniform arrays in [0, 1) per seed, 24 bits each, from one hash.
-
-    Returns
-    -------
-    high, low : (N, count) ndarray of float32
-        Multiples of 2**-24 in [0, 1 - 2**-24].
-    """
-    bits = random_bits(seeds, count)
-    scale = np.float32(2.0**-24)
-    high = (bits >> np.uint64(40)).astype(np.float32) * scale
-    low = ((bits >> np.uint64(8)) & np.uint64(0xFFFFFF)).astype(np.float32) * scale
-    return high, low
-
-
-def standard_normal(seeds: np.ndarray, count: int) -> np.ndarray:
-    """Standard normal float32 deviates, ``count`` (even) per seed, by the Box-Muller method."""
-    high, low = uniform_pair(seeds, count // 2)
-    radius = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - high))  # 1 - high in (0, 1]
-    angle = np.float32(2.0 * np.pi) * low
-    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
-
-
-def draw_seeds(n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` per-image seeds from ``rng``, exactly representable as float64."""
-    return rng.integers(0, SEED_LIMIT, size=n, dtype=np.int64)
-
-
-def param_column(params: Mapping[str, np.ndarray], key: str, n: int, family: str) -> np.ndarray:
-    """``params[key]`` as a float64 array of length ``n``, or a ValueError naming what is wrong."""
-    if key not in params:
-        raise ValueError(f"{family}: params lack {key!r} (got {sorted(params)})")
-    column = np.asarray(params[key], dtype=np.float64)
-    if column.shape != (n,):
-        raise ValueError(f"{family}: param {key!r} has shape {column.shape}; expected ({n},)")
-    if not np.isfinite(column).all():
-        raise ValueError(f"{family}: param {key!r} contains NaN or infinite values")
-    return column
-
-
-def seed_column(params: Mapping[str, np.ndarray], n: int, family: str) -> np.ndarray:
-    """The per-image ``seed`` param as int64, checked to be integers in [0, 2**53)."""
-    seeds = param_column(params, "seed", n, family)
-    if n and (seeds.min() < 0 or seeds.max() >= SEED_LIMIT or (seeds != np.floor(seeds)).any()):
-        raise ValueError(f"{family}: param 'seed' must hold integers in [0, 2**53)")
-    return seeds.astype(np.int64)
 
 
 def _blocks(n: int):
@@ -184,24 +98,6 @@ class SaltPepper(Perturbation):
             salt = (bits & np.uint64(1)).astype(np.float32)
             out[block] = np.where(flip, salt, images[block])
         return out
-
-
-def gaussian_matrix(sigma: float, mode: str) -> np.ndarray:
-    """The 28x28 matrix ``K`` with ``K @ v == scipy.ndimage.gaussian_filter1d(v, sigma, mode=mode)``.
-
-    Filtering every row and column of a batch with two matrix products is many times faster
-    than :func:`scipy.ndimage.gaussian_filter` on the stack, and gives the same numbers.
-    """
-    if sigma == 0:  # scipy divides by sigma**2
-        return np.eye(28, dtype=np.float32)
-    return ndimage.gaussian_filter1d(np.eye(28), sigma, axis=0, mode=mode).astype(np.float32)
-
-
-def smooth_rows_and_columns(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """``kernel @ image @ kernel.T`` for every image of a float32 (N, 28, 28) batch."""
-    # A stacked matmul computes each image on its own, so the result does not depend on the
-    # batch; one big (N*28, 28) product is no faster and its rounding depends on N.
-    return np.matmul(np.matmul(kernel, np.ascontiguousarray(images)), kernel.T)
 
 
 @register
@@ -284,11 +180,11 @@ class Occlude(Perturbation):
 
     def __init__(self, shape: str = "bar", orientation: str = "vertical", value: float = 0.0) -> None:
         if shape not in self.SHAPES:
-            raise ValueError(f"occlude: shape {shape!r} not in {self.SHAPES}")
+            raise InvalidArgumentError(f"occlude: shape {shape!r} not in {self.SHAPES}")
         if orientation not in self.ORIENTATIONS:
-            raise ValueError(f"occlude: orientation {orientation!r} not in {self.ORIENTATIONS}")
+            raise InvalidArgumentError(f"occlude: orientation {orientation!r} not in {self.ORIENTATIONS}")
         if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"occlude: value {value!r} outside [0, 1]")
+            raise InvalidArgumentError(f"occlude: value {value!r} outside [0, 1]")
         self.shape, self.orientation, self.value = shape, orientation, float(value)
         self.options = {"shape": shape, "orientation": orientation, "value": self.value}
 

@@ -2,9 +2,9 @@
 
 The runner computes the clean cell itself (every later cell needs the clean predictions), then
 hands the perturbed cells to an executor as small picklable :class:`CellTask` descriptions.
-Each task is computed by :func:`compute_task` with exactly the runner's own functions
-(:func:`robust_mnist.runner.compute_cell`): the cell's random stream derives from the study
-seed, the spec label, the magnitude and the draw only (:func:`robust_mnist.runner.cell_rng`),
+Each task is computed with exactly the same functions (:mod:`robust_mnist.runner.cells`): the
+cell's random stream derives from the study seed, the spec label, the magnitude and the draw
+only (:func:`robust_mnist.runner.cells.cell_rng`),
 and the models see the same fixed blocks of digits, so the results are the same whichever
 executor computes them and in whatever order the cells finish. Results come back to the
 client, which writes each cell as it arrives (deduplicated by cell key).
@@ -12,7 +12,8 @@ client, which writes each cell as it arrives (deduplicated by cell key).
 Executors:
 
 ``serial``
-    The runner's own in-process loop (the fastest on 2 cores: TensorFlow already uses both).
+    This process, cell after cell, with one thread perturbing the next cells while the models
+    evaluate the current one (the fastest on 2 cores: TensorFlow already uses both).
 ``process``
     A :class:`concurrent.futures.ProcessPoolExecutor` of *spawned* processes (``--workers``):
     forking after TensorFlow has started hangs the child.
@@ -21,30 +22,38 @@ Executors:
     spawned worker processes when no address is given. Tasks are retried when a worker dies.
     Needs the optional extra ``robust-mnist[dask]``.
 
-Workers load each model file once (a cache keyed by path and checksum) and receive the study's
-digits once (the process pool's initializer, or one Dask task every cell depends on).
+Workers load each model file once (a cache keyed by path and checksum; the client's own
+process starts with the models the runner has loaded) and receive the study's digits once (the
+process pool's initializer, or one Dask task every cell depends on).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
 import os
 import pickle
 import tempfile
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-if TYPE_CHECKING:  # pragma: no cover
-    import pyarrow as pa
-
-    from .classifier import Classifier
-    from .runner import Cell, LoadedModel
+from .. import models
+from ..classifier import Classifier
+from ..data import to_float
+from ..errors import InvalidArgumentError, ModelError
+from .cells import Cell, PerturbedCell, evaluate_cell, perturb_cell
+from ..rundir import Digits
+from ..study import StudySpec
+from .inputs import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,8 @@ logger = logging.getLogger(__name__)
 EXECUTORS = ("serial", "process", "dask")
 #: How often Dask re-runs a task that raised (a killed worker's tasks are always rescheduled).
 DASK_RETRIES = 2
+#: Cells the serial executor perturbs ahead of the one being evaluated (each holds its digits).
+PREFETCH_CELLS = 2
 
 
 # --------------------------------------------------------------------------- units of work
@@ -110,7 +121,7 @@ class CellTask:
 
     Attributes
     ----------
-    cell : robust_mnist.runner.Cell
+    cell : robust_mnist.runner.cells.Cell
     perturbation : Perturbation
         A fresh instance of the spec's family (pickled by class reference, so families that
         only a test registered still work in a worker).
@@ -120,13 +131,13 @@ class CellTask:
         Each model's clean prediction for those digits.
     """
 
-    cell: "Cell"
+    cell: Cell
     perturbation: Any
     index: np.ndarray
     clean_pred: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
-def model_refs(loaded: Mapping[str, "LoadedModel"]) -> tuple[ModelRef, ...]:
+def model_refs(loaded: Mapping[str, LoadedModel]) -> tuple[ModelRef, ...]:
     """Worker-side descriptions of the runner's loaded models.
 
     A model with a file is reloaded from it by each worker; one without (a test's numpy
@@ -145,21 +156,19 @@ def model_refs(loaded: Mapping[str, "LoadedModel"]) -> tuple[ModelRef, ...]:
 # --------------------------------------------------------------------------- worker side
 
 #: Worker-process state: models by (path, checksum), and the context of the process pool.
-_MODEL_CACHE: dict[tuple[str, str | None], "Classifier"] = {}
+_MODEL_CACHE: dict[tuple[str, str | None], Classifier] = {}
 _POOL_CONTEXT: list[StudyContext] = []
 
 
-def _classifier(ref: ModelRef) -> "Classifier":
+def _classifier(ref: ModelRef) -> Classifier:
     if ref.path is None:
         if ref.classifier is None:
             raise ValueError(f"model {ref.name!r}: neither a file nor a picklable classifier to send to workers")
         return ref.classifier
     key = (ref.path, ref.checksum)
     if key not in _MODEL_CACHE:
-        from . import models
-
         if ref.checksum is not None and models.file_checksum(ref.path) != ref.checksum:
-            raise ValueError(
+            raise ModelError(
                 f"{ref.path}: model file on worker {os.uname().nodename} differs from the "
                 "client's (sha256 mismatch); give every worker the same file"
             )
@@ -167,25 +176,32 @@ def _classifier(ref: ModelRef) -> "Classifier":
     return _MODEL_CACHE[key]
 
 
-def compute_task(context: StudyContext, task: CellTask) -> tuple["Cell", "pa.Table"]:
-    """Compute one cell (in whatever process runs it) with the runner's own code.
+def compute_task(context: StudyContext, task: CellTask) -> tuple[Cell, pa.Table]:
+    """Compute one cell (in whatever process runs it): perturb its digits, run the models.
 
     Returns
     -------
     cell : Cell
     table : pyarrow.Table
-        The cell's rows, as :func:`robust_mnist.runner.compute_cell` returns them.
+        The cell's rows, as :func:`robust_mnist.runner.cells.evaluate_cell` returns them.
     """
-    from .data import to_float
-    from .runner import compute_cell
-
     classifiers = {ref.name: _classifier(ref) for ref in context.models}
+    return task.cell, evaluate_cell(_perturb(context, task), *_task_rows(context, task), classifiers,
+                                    dict(task.clean_pred))
+
+
+def _perturb(context: StudyContext, task: CellTask, images: np.ndarray | None = None) -> PerturbedCell:
+    """The task's perturbed digits (``images``: the context's digits already as floats)."""
     index = np.asarray(task.index, dtype=np.int64)
-    table = compute_cell(
-        task.cell, task.perturbation, to_float(context.images[index]), context.labels[index],
-        index, classifiers, dict(task.clean_pred), context.seed, chunk_size=context.chunk_size,
-    )
-    return task.cell, table
+    clean = to_float(context.images[index]) if images is None else images[index]
+    return perturb_cell(task.cell, task.perturbation, clean, context.labels[index], context.seed,
+                        chunk_size=context.chunk_size)
+
+
+def _task_rows(context: StudyContext, task: CellTask) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and digit indices of a task's rows."""
+    index = np.asarray(task.index, dtype=np.int64)
+    return context.labels[index], index
 
 
 def _pool_init(context_file: str) -> None:
@@ -203,7 +219,7 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _pool_task(task: CellTask) -> tuple["Cell", "pa.Table"]:
+def _pool_task(task: CellTask) -> tuple[Cell, pa.Table]:
     return compute_task(_POOL_CONTEXT[0], task)
 
 
@@ -211,7 +227,7 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _compute_with_context(context: StudyContext, task: CellTask) -> tuple["Cell", "pa.Table"]:
+def _compute_with_context(context: StudyContext, task: CellTask) -> tuple[Cell, pa.Table]:
     return compute_task(context, task)
 
 
@@ -227,10 +243,15 @@ class Executor:
     name = "serial"
     workers = 1
 
-    def map(self, context: StudyContext, tasks: Sequence[CellTask]) -> Iterator[tuple["Cell", "pa.Table"]]:
-        """Compute ``tasks``; yield each cell's result once, as it completes."""
-        for task in tasks:
-            yield compute_task(context, task)
+    def map(
+        self, context: StudyContext, tasks: Sequence[CellTask], local: Mapping[str, Classifier] | None = None
+    ) -> Iterator[tuple[Cell, pa.Table]]:
+        """Compute ``tasks``; yield each cell's result once, as it completes.
+
+        ``local`` holds the models already loaded in this process, for an executor that
+        computes here; the others load them from ``context``.
+        """
+        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """What run.json records about the executor."""
@@ -238,7 +259,34 @@ class Executor:
 
 
 class SerialExecutor(Executor):
-    """This process, one cell after another (the runner's own loop is used instead)."""
+    """This process, one cell after another, in the order given.
+
+    One worker thread perturbs the next :data:`PREFETCH_CELLS` cells while this thread runs
+    the models: NumPy and TensorFlow both release the GIL, so the two overlap. Only the worker
+    touches the family instances (some cache their work across a sweep), and the results are
+    the same as computed in turn.
+    """
+
+    def map(
+        self, context: StudyContext, tasks: Sequence[CellTask], local: Mapping[str, Classifier] | None = None
+    ) -> Iterator[tuple[Cell, pa.Table]]:
+        if not tasks:
+            return
+        classifiers = {ref.name: (local or {}).get(ref.name) or _classifier(ref) for ref in context.models}
+        images = to_float(context.images)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robust-mnist-perturb")
+        try:
+            queued = deque(pool.submit(_perturb, context, task, images) for task in tasks[:PREFETCH_CELLS])
+            for number, task in enumerate(tasks):
+                perturbed = queued.popleft().result()
+                if number + PREFETCH_CELLS < len(tasks):
+                    queued.append(pool.submit(_perturb, context, tasks[number + PREFETCH_CELLS], images))
+                table = evaluate_cell(perturbed, *_task_rows(context, task), classifiers, dict(task.clean_pred))
+                del perturbed
+                yield task.cell, table
+        finally:
+            # On an interrupt, wait only for the cell being perturbed; drop the queued ones.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ProcessExecutor(Executor):
@@ -255,7 +303,9 @@ class ProcessExecutor(Executor):
     def __init__(self, workers: int | None = None) -> None:
         self.workers = _check_workers(workers if workers is not None else (os.cpu_count() or 1))
 
-    def map(self, context: StudyContext, tasks: Sequence[CellTask]) -> Iterator[tuple["Cell", "pa.Table"]]:
+    def map(
+        self, context: StudyContext, tasks: Sequence[CellTask], local: Mapping[str, Classifier] | None = None
+    ) -> Iterator[tuple[Cell, pa.Table]]:
         if not tasks:
             return
         with tempfile.TemporaryDirectory(prefix="robust-mnist-") as folder:
@@ -266,10 +316,7 @@ class ProcessExecutor(Executor):
                 pickle.dump(context, handle, protocol=pickle.HIGHEST_PROTOCOL)
             yield from self._map(context_file, tasks)
 
-    def _map(self, context_file: str, tasks: Sequence[CellTask]) -> Iterator[tuple["Cell", "pa.Table"]]:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
+    def _map(self, context_file: str, tasks: Sequence[CellTask]) -> Iterator[tuple[Cell, pa.Table]]:
         # spawn, never fork: a forked child of a process that has run TensorFlow hangs.
         pool = ProcessPoolExecutor(
             max_workers=min(self.workers, len(tasks)),
@@ -336,7 +383,9 @@ class DaskExecutor(Executor):
         return {"name": self.name, "scheduler": self.scheduler,
                 "workers": None if self.scheduler else self.workers}
 
-    def map(self, context: StudyContext, tasks: Sequence[CellTask]) -> Iterator[tuple["Cell", "pa.Table"]]:
+    def map(
+        self, context: StudyContext, tasks: Sequence[CellTask], local: Mapping[str, Classifier] | None = None
+    ) -> Iterator[tuple[Cell, pa.Table]]:
         distributed = _import_distributed()
         if not tasks:
             return
@@ -416,17 +465,17 @@ def make_executor(name: str = "serial", *, workers: int | None = None, scheduler
 
     Raises
     ------
-    ValueError
+    InvalidArgumentError
         For an unknown name, a bad worker count, options the executor does not take, or
         the dask executor without Dask installed.
     """
     if name not in EXECUTORS:
-        raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+        raise InvalidArgumentError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
     if scheduler is not None and name != "dask":
-        raise ValueError(f"--scheduler {scheduler} needs --executor dask (got {name!r})")
+        raise InvalidArgumentError(f"--scheduler {scheduler} needs --executor dask (got {name!r})")
     if name == "serial":
         if workers not in (None, 1):
-            raise ValueError(f"the serial executor runs 1 worker; got --workers {workers} (use --executor process or dask)")
+            raise InvalidArgumentError(f"the serial executor runs 1 worker; got --workers {workers} (use --executor process or dask)")
         return SerialExecutor()
     if name == "process":
         return ProcessExecutor(workers)
@@ -435,7 +484,7 @@ def make_executor(name: str = "serial", *, workers: int | None = None, scheduler
 
 def _check_workers(workers: Any) -> int:
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise ValueError(f"workers must be a positive integer; got {workers!r}")
+        raise InvalidArgumentError(f"workers must be a positive integer; got {workers!r}")
     return int(workers)
 
 
@@ -443,7 +492,7 @@ def _import_distributed():
     try:
         import distributed
     except ImportError:
-        raise ValueError(
+        raise InvalidArgumentError(
             "the dask executor needs Dask: pip install 'robust-mnist[dask]' "
             "(or pip install 'dask[distributed]')"
         ) from None
@@ -454,14 +503,15 @@ def run_cells(
     executor: Executor,
     context: StudyContext,
     tasks: Iterable[CellTask],
-) -> Iterator[tuple["Cell", "pa.Table"]]:
+    local: Mapping[str, Classifier] | None = None,
+) -> Iterator[tuple[Cell, pa.Table]]:
     """Yield each task's ``(cell, table)`` once, as the executor finishes it.
 
     Duplicates (a task that somehow ran twice) are dropped here too, so the client never
     writes a cell twice.
     """
     seen: set[str] = set()
-    for cell, table in executor.map(context, list(tasks)):
+    for cell, table in executor.map(context, list(tasks), local):
         if cell.key not in seen:
             seen.add(cell.key)
             yield cell, table
@@ -469,21 +519,21 @@ def run_cells(
 
 def compute_cells(
     executor: Executor,
-    spec: Any,
-    digits: Any,
+    spec: StudySpec,
+    digits: Digits,
     subsets: Mapping[str, np.ndarray],
-    loaded: Mapping[str, "LoadedModel"],
+    loaded: Mapping[str, LoadedModel],
     clean_pred: Mapping[str, np.ndarray],
-    cells: Sequence["Cell"],
+    cells: Sequence[Cell],
     chunk_size: int,
-) -> Iterator[tuple["Cell", "pa.Table"]]:
+) -> Iterator[tuple[Cell, pa.Table]]:
     """The runner's entry point: compute a study's perturbed ``cells`` on ``executor``.
 
     Parameters
     ----------
     executor : Executor
     spec : StudySpec
-    digits : robust_mnist.runner.Digits
+    digits : robust_mnist.rundir.Digits
     subsets : dict of str to (n,) ndarray of int64
         Each spec label's digits (indices into ``digits``).
     loaded : dict of str to LoadedModel
@@ -502,11 +552,14 @@ def compute_cells(
         images=digits.images, labels=digits.labels, seed=int(spec.seed),
         chunk_size=int(chunk_size), models=model_refs(loaded),
     )
+    # One family instance per spec: some cache work across the magnitudes of a sweep.
+    families = {sweep.label: sweep.make() for sweep in spec.perturbations}
     tasks = [
         CellTask(
-            cell, spec.perturbation(cell.label).make(), subsets[cell.label],
+            cell, families[cell.label], subsets[cell.label],
             {name: np.asarray(pred)[subsets[cell.label]] for name, pred in clean_pred.items()},
         )
         for cell in cells
     ]
-    return run_cells(executor, context, tasks)
+    local = {name: model.classifier for name, model in loaded.items()}
+    return run_cells(executor, context, tasks, local)
