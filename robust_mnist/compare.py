@@ -37,17 +37,15 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from functools import cached_property
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import digit_metrics, metrics, stats
 from .errors import ComparisonError
-from .merge import TRIAL_KEYS, merge_runs
+from .merge import TRIAL_KEYS, MergedRuns, merge_runs
 from .paired_stats import (
     DIFFERENCE_METRICS,
     cohen_kappa,
@@ -375,7 +373,7 @@ def kappa_matrix(
 
 
 @dataclass
-class Comparison:
+class Comparison(MergedRuns):
     """The models of one or several runs of the same study, merged, with their statistics.
 
     Built by :func:`compare_runs`. The statistics are computed on first access (and kept).
@@ -410,20 +408,6 @@ class Comparison:
         Settings of the tests and intervals.
     """
 
-    run_dirs: list[Path]
-    runs: list[dict[str, Any]]
-    models: list[str]
-    model_info: dict[str, dict[str, Any]]
-    families: dict[str, dict[str, Any]]
-    images: np.ndarray
-    labels: np.ndarray
-    ids: np.ndarray
-    results: pd.DataFrame
-    exemplars: dict[str, dict[str, Any]]
-    notes: list[str] = field(default_factory=list)
-    #: Critical magnitudes refined by bisection, of the families every run refined alike.
-    refined: pd.DataFrame | None = None
-    seed: int = 0
     alpha: float = ALPHA
     n_boot: int = N_BOOT
     level: float = 0.95
@@ -527,9 +511,5 @@ def compare_runs(
         not a complete run.
     """
     merged = merge_runs(run_dirs)
-    return Comparison(
-        run_dirs=merged.run_dirs, runs=merged.runs, models=merged.models, model_info=merged.model_info,
-        families=merged.families, images=merged.images, labels=merged.labels, ids=merged.ids,
-        results=merged.results, exemplars=merged.exemplars, notes=merged.notes,
-        seed=merged.seed, alpha=alpha, n_boot=n_boot, level=level, refined=merged.refined,
-    )
+    return Comparison(**{f.name: getattr(merged, f.name) for f in fields(merged)},
+                      alpha=alpha, n_boot=n_boot, level=level)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ TRIAL_KEYS = ["family", "magnitude", "image", "draw"]
 
 @dataclass
 class MergedRuns:
-    """The runs of one study, merged (see :func:`merge_runs`; the fields of
-    :class:`robust_mnist.compare.Comparison` with the same names)."""
+    """The runs of one study, merged (see :func:`merge_runs`; the fields are described by
+    :class:`robust_mnist.compare.Comparison`, which adds the statistics)."""
 
     run_dirs: list[Path]
     runs: list[dict[str, Any]]
@@ -41,9 +41,10 @@ class MergedRuns:
     ids: np.ndarray
     results: pd.DataFrame
     exemplars: dict[str, dict[str, Any]]
-    notes: list[str]
-    refined: pd.DataFrame | None
-    seed: int
+    notes: list[str] = field(default_factory=list)
+    #: Critical magnitudes refined by bisection, of the families every run refined alike.
+    refined: pd.DataFrame | None = None
+    seed: int = 0
 
 
 def merge_runs(run_dirs: Sequence[str | os.PathLike]) -> MergedRuns:

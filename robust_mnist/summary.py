@@ -74,8 +74,7 @@ def write_summary(run_dir: str | os.PathLike, fmt: str, file: IO[str]) -> None:
     InvalidArgumentError
         On an unknown format.
     """
-    if fmt not in FORMATS:
-        raise InvalidArgumentError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    _check_format(fmt)
     table = summary_frame(run_dir)
     if fmt == "csv":
         table.to_csv(file, index=False)
@@ -83,6 +82,11 @@ def write_summary(run_dir: str | os.PathLike, fmt: str, file: IO[str]) -> None:
         file.write(table.to_json(orient="records", indent=1) + "\n")
     else:
         _summary_table(table, read_run_info(run_dir), file)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise InvalidArgumentError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
 
 
 def _summary_table(table: pd.DataFrame, info: dict[str, Any], file: IO[str]) -> None:
@@ -169,8 +173,7 @@ def write_ranking(comparison: Comparison, fmt: str, file: IO[str]) -> None:
     InvalidArgumentError
         On an unknown format.
     """
-    if fmt not in FORMATS:
-        raise InvalidArgumentError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    _check_format(fmt)
     if fmt == "csv":
         ranking_frame(comparison).to_csv(file, index=False)
     elif fmt == "json":
