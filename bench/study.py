@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from robust_mnist.runner import DEFAULT_CHUNK_SIZE  # noqa: E402
 from robust_mnist.runner.cells import MODEL_BATCH, Progress  # noqa: E402
 from robust_mnist.runner.executors import PREFETCH_CELLS  # noqa: E402
-from robust_mnist.runner.inputs import load_model  # noqa: E402
+from robust_mnist.runner.inputs import DEFAULT_ENGINE, ENGINES, load_model  # noqa: E402
 from robust_mnist.runner.run import run_study  # noqa: E402
 from robust_mnist.data import load_mnist, to_float  # noqa: E402
 from robust_mnist.study import load_study  # noqa: E402
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--digits", type=int, help="run on a class-stratified subset of this many digits")
     parser.add_argument("--families", help="comma-separated spec labels to keep (default: all)")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                        help="what runs the Keras models (keras: TensorFlow; onnx: ONNX Runtime on the export)")
     parser.add_argument("--out", type=Path, help="run directory to keep (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = dataclasses.replace(spec, perturbations=tuple(p for p in spec.perturbations if p.label in keep))
 
     started = time.perf_counter()
-    loaded = {model.name: load_model(model) for model in spec.models}
+    loaded = {model.name: load_model(model, engine=args.engine) for model in spec.models}
     load_seconds = time.perf_counter() - started
     memory_after_load = rss_mb()
     first = next(iter(loaded.values())).classifier
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     tenth = max(1, len(memory) // 10)
     figures = {
         "study": spec.name,
+        "engine": args.engine,
         "digits": int(spec.data.n or 10_000),
         "models": len(spec.models),
         "cells": outcome.cells_computed,

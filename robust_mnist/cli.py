@@ -20,7 +20,9 @@ import sys
 from .errors import RobustMnistError
 
 #: Subcommand modules under robust_mnist.commands, in the order --help lists them.
-COMMANDS = ("train", "predict", "perturbations", "perturb", "study", "summary", "report", "compare")
+COMMANDS = (
+    "train", "predict", "perturbations", "perturb", "study", "summary", "report", "compare", "export", "generate",
+)
 
 PROG = "robust-mnist"
 

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from . import digit_metrics, metrics, stats
+from .benchmark_metrics import BenchmarkScores, rank_by_mce, run_scores
 from .errors import ComparisonError
 from .merge import TRIAL_KEYS, MergedRuns, merge_runs
 from .paired_stats import (
@@ -484,6 +485,26 @@ class Comparison(MergedRuns):
     def ranking(self) -> pd.DataFrame:
         """:func:`rank_models`: clean first, then the families in study order."""
         return rank_models(self.pairwise, self.summary, self.models, self.model_info)
+
+    @cached_property
+    def mnist_c(self) -> BenchmarkScores | None:
+        """The MNIST-C scores of every model (:func:`robust_mnist.benchmark_metrics.run_scores`),
+        or None when the study has no MNIST-C corruption.
+
+        Raises
+        ------
+        ComparisonError
+            If the study names a reference model that is not among the compared models.
+        """
+        try:
+            return run_scores(self.results, self.runs[0], self.models, self.model_info, self.n_boot, self.level)
+        except ValueError as error:
+            raise ComparisonError(f"{self.run_dirs[0]}: {error}") from None
+
+    @cached_property
+    def mnist_c_ranking(self) -> pd.DataFrame | None:
+        """The models ranked by mCE (:func:`robust_mnist.benchmark_metrics.rank_by_mce`), or None."""
+        return None if self.mnist_c is None else rank_by_mce(self.mnist_c, self.model_info)
 
 
 def compare_runs(

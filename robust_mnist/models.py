@@ -1,7 +1,8 @@
 """Trained models: the architecture registry, the trainer, the model cache and the Keras adapter.
 
 Everything outside this module sees a model only through
-:class:`robust_mnist.classifier.Classifier`. TensorFlow and Keras come from
+:class:`robust_mnist.classifier.Classifier`. :func:`load_classifier` loads a model file by its
+suffix: ``.onnx`` through :mod:`robust_mnist.onnx_model` (ONNX Runtime), anything else as Keras. TensorFlow and Keras come from
 :func:`robust_mnist.backend.tensorflow_and_keras` when a model is first built, trained or
 loaded, so importing this module stays fast.
 
@@ -23,16 +24,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
 
 from . import __version__
 from .backend import tensorflow_and_keras
-from .classifier import check_probabilities
+from .classifier import Classifier, check_probabilities
 from .data import Mnist, load_mnist, to_float
 from .errors import InvalidArgumentError, ModelError
 from .images import check_images
+from .onnx_model import ModelContract, as_contract, load_onnx_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -352,10 +355,12 @@ def trained_here(path: str | os.PathLike) -> bool:
 
 
 def check_trusted(path: str | os.PathLike, trust: bool = False) -> None:
-    """Refuse a model file this tool did not train unless ``trust`` (then log a warning).
+    """Refuse a Keras model file this tool did not train unless ``trust`` (then log a warning).
 
     Keras's safe mode (always on here) has been bypassed before (CVE-2025-1550,
-    CVE-2025-9906): loading a model file can run its author's code.
+    CVE-2025-9906): loading a model file can run its author's code. An ONNX file holds no
+    code (a graph of standard operators and tensors, checked by
+    :func:`~robust_mnist.onnx_model.load_onnx_classifier` before it runs): it needs no trust.
 
     Raises
     ------
@@ -365,7 +370,7 @@ def check_trusted(path: str | os.PathLike, trust: bool = False) -> None:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
-    if trained_here(path):
+    if is_onnx(path) or trained_here(path):
         return
     if not trust:
         raise ModelError(
@@ -617,16 +622,31 @@ class KerasClassifier:
         return check_probabilities(probabilities, len(images), source=self.name)
 
 
-def load_classifier(path: str | os.PathLike) -> KerasClassifier:
-    """Load a ``.keras`` model file as a :class:`KerasClassifier` (``safe_mode=True``).
+def is_onnx(path: str | os.PathLike) -> bool:
+    """Whether a model file is loaded through ONNX Runtime (its suffix is ``.onnx``)."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def load_classifier(
+    path: str | os.PathLike, contract: ModelContract | Mapping[str, Any] | None = None
+) -> Classifier:
+    """Load a model file as a classifier, by its suffix.
+
+    A ``.onnx`` file runs through ONNX Runtime (:func:`robust_mnist.onnx_model.
+    load_onnx_classifier`, with ``contract``: its input layout, input scale and output);
+    any other file is a Keras model, loaded with ``safe_mode=True`` as a
+    :class:`KerasClassifier`.
 
     Raises
     ------
     ModelError
         A ValueError with a one-line message naming the file, if it is missing, empty,
-        corrupt or not a 28x28 -> 10 classifier.
+        corrupt or not a 28x28 -> 10 classifier, or if a contract is given for a Keras file.
     """
     path = Path(path)
+    if is_onnx(path):
+        return load_onnx_classifier(path, contract)
+    _refuse_contract(path, contract)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     if path.stat().st_size == 0:
@@ -638,3 +658,30 @@ def load_classifier(path: str | os.PathLike) -> KerasClassifier:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"{path}: cannot load Keras model ({detail})") from None
     return KerasClassifier(model, name=str(path))
+
+
+def check_model_file(path: str | os.PathLike, contract: ModelContract | Mapping[str, Any] | None = None) -> None:
+    """Check, before any work, what can be checked of a model file without TensorFlow.
+
+    An ONNX file is checked completely (loaded with :func:`load_classifier`, probe digits
+    included, then dropped: a fraction of a second); for a Keras file, only that no
+    contract is declared for it.
+
+    Raises
+    ------
+    ModelError, InvalidArgumentError
+        As :func:`load_classifier`.
+    """
+    if is_onnx(path):
+        load_onnx_classifier(path, contract)
+    else:
+        _refuse_contract(Path(path), contract)
+
+
+def _refuse_contract(path: Path, contract: ModelContract | Mapping[str, Any] | None) -> None:
+    declared = as_contract(contract).to_dict()
+    if declared:
+        raise ModelError(
+            f"{path}: a Keras model takes (N, 28, 28, 1) images in [0, 1] and returns "
+            f"probabilities; {', '.join(declared)} can be declared for ONNX models (.onnx) only"
+        )

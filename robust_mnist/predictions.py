@@ -9,14 +9,16 @@ file that could not be read. ``robust-mnist predict`` prints the result.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from . import models
+from .errors import InvalidArgumentError
 from .preprocess import load_digits
 
 
@@ -43,6 +45,7 @@ def predict_files(
     *,
     model: str | os.PathLike | None = None,
     trust_model: bool = False,
+    contract: Mapping[str, Any] | None = None,
     save_preprocessed: str | os.PathLike | None = None,
     on_unreadable: Callable[[str], None] | None = None,
 ) -> FilePredictions:
@@ -53,10 +56,15 @@ def predict_files(
     paths : iterable of path-like
         Files (tried whatever their suffix) and folders (their PNG/JPEG files).
     model : path-like, optional
-        A ``.keras`` model; default the cached article model (trained once if missing).
+        A ``.keras`` or ``.onnx`` model; default the cached article model (trained once if
+        missing). An ONNX file is loaded (and checked) before any picture is read, so that a
+        bad one fails before anything is written; a Keras file, whose loading imports
+        TensorFlow, once the pictures are read.
     trust_model : bool
-        Load a ``model`` file this tool did not train (see :func:`models.check_trusted`);
-        checked before anything is read.
+        Load a Keras ``model`` file this tool did not train (see :func:`models.check_trusted`).
+    contract : mapping, optional
+        An ONNX ``model``'s ``input_layout``, ``input_scale`` and ``output``, where the
+        graph does not tell them (see :mod:`robust_mnist.onnx_model`).
     save_preprocessed : path-like, optional
         A folder to write the 28x28 image the model sees for each picture
         (:func:`save_digits`).
@@ -67,11 +75,21 @@ def predict_files(
     Returns
     -------
     FilePredictions
-        No model is loaded when no picture could be read.
+        No model is loaded when no picture could be read (but an ONNX ``model``).
     """
+    classifier = None
     if model:
-        # Before any work: a foreign model file is refused unless explicitly trusted.
+        # Before any work: a foreign Keras file is refused unless explicitly trusted, and an
+        # ONNX file that cannot be used fails before pictures are read or written.
         models.check_trusted(model, trust_model)
+        if models.is_onnx(model):
+            classifier = models.load_classifier(model, contract)
+        else:
+            models.check_model_file(model, contract)
+    elif contract and any(value is not None for value in contract.values()):
+        raise InvalidArgumentError(
+            "--input-layout, --input-scale and --output describe an ONNX model: give it with --model MODEL.onnx"
+        )
     images, names, errors = load_digits(paths)
     if on_unreadable is not None:
         for _, message in errors:
@@ -80,9 +98,9 @@ def predict_files(
         return FilePredictions(names, np.zeros((0, 10), np.float32), errors)
     if save_preprocessed:
         save_digits(images, names, Path(save_preprocessed))
-    path = Path(model) if model else models.ensure_model("article", 0)
-    probabilities = models.load_classifier(path).predict_proba(images)
-    return FilePredictions(names, probabilities, errors)
+    if classifier is None:
+        classifier = models.load_classifier(Path(model) if model else models.ensure_model("article", 0))
+    return FilePredictions(names, classifier.predict_proba(images), errors)
 
 
 def save_digits(images: np.ndarray, names: list[str], folder: Path) -> list[Path]:

@@ -7,7 +7,8 @@ critical magnitudes) and orders its families and models as the study lists them;
 :mod:`robust_mnist.metrics`, :mod:`robust_mnist.digit_metrics` and
 :mod:`robust_mnist.morph_metrics`, each with bootstrap intervals seeded by the study seed; and
 :func:`headline_magnitude`, :func:`confusion_magnitude` and :func:`fragility_order` choose what
-the findings quote. The pages themselves are drawn by :mod:`robust_mnist.html.study_report`.
+the findings quote. A run with MNIST-C corruptions also gets their scores
+(:mod:`robust_mnist.benchmark_metrics`). The pages themselves are drawn by :mod:`robust_mnist.html.study_report`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import digit_metrics, metrics, morph_metrics, stats
+from .benchmark_metrics import BenchmarkScores, benchmark_corruptions, run_scores, severity_errors
 from .errors import RunDirError
 from .rundir import (
     PROBABILITY_COLUMNS,
@@ -55,6 +57,8 @@ class FamilyInfo:
     anchor: str
     #: Bisection steps refining the critical magnitudes (0: grid values).
     refine: int = 0
+    #: MNIST-C's severity level of each magnitude, when the study gave severities.
+    severities: tuple[int, ...] = ()
 
     @property
     def is_morph(self) -> bool:
@@ -117,6 +121,7 @@ def load_report_data(run_dir: str | os.PathLike) -> RunData:
             magnitudes=[float(m) for m in spec.get("magnitudes", [])],
             draws=int(spec.get("draws") or 1), options=dict(spec.get("options") or {}),
             anchor=f"family-{index}-{slug(label).lower()}", refine=int(spec.get("refine") or 0),
+            severities=tuple(int(level) for level in spec.get("severities") or ()),
         ))
     # unique() first: iterating the million-row string column itself takes seconds.
     present_models = set(results["model"].unique())
@@ -181,6 +186,12 @@ class Aggregates:
     correlations: pd.DataFrame
     margin_strata: pd.DataFrame
     pooled: list[dict[str, Any]]
+    #: MNIST-C scores (:func:`robust_mnist.benchmark_metrics.run_scores`); None without
+    #: MNIST-C corruptions.
+    mnist_c: BenchmarkScores | None = None
+    #: Error per severity and median critical severity of each MNIST-C corruption
+    #: (:func:`robust_mnist.benchmark_metrics.severity_errors`); None without them.
+    mnist_c_severities: tuple[pd.DataFrame, pd.DataFrame] | None = None
 
 
 def compute_aggregates(data: RunData) -> Aggregates:
@@ -195,6 +206,11 @@ def compute_aggregates(data: RunData) -> Aggregates:
     critical = digit_metrics.critical_magnitudes(results, refined=data.refined, sweeps=sweeps)
     clean = metrics.clean_predictions(results)
     transitions = morph_metrics.morph_transitions(results)
+    benchmark = run_scores(results, data.run, data.models, n_boot=N_BOOT)
+    severities = None
+    if benchmark is not None:
+        corruptions = [c for c in benchmark_corruptions(data.run) if c.label in set(benchmark.corruptions["corruption"])]
+        severities = severity_errors(results, corruptions, n_boot=N_BOOT, seed=seed)
     return Aggregates(
         per_magnitude=metrics.per_magnitude(results, **options, sweeps=sweeps),
         swing=swing,
@@ -217,6 +233,8 @@ def compute_aggregates(data: RunData) -> Aggregates:
         pooled=digit_metrics.pooled_instability(
             swing, clean, data.morphometrics, data.models[0], seed, N_BOOT, STRATA
         ),
+        mnist_c=benchmark,
+        mnist_c_severities=severities,
     )
 
 

@@ -11,7 +11,9 @@ Layout::
     RUN_DIR/run.json           study (as loaded), spec_hash, seed, versions, data {source, n,
                                checksum, ...}, models {name: {arch, seed, path, checksum,
                                training}}, families {label: {family, unit, random,
-                               description, magnitudes, draws, n_digits}}, cells (the plan:
+                               description, magnitudes, draws, n_digits, and for MNIST-C
+                               corruptions mnist_c (its name) and severities (the level
+                               of each magnitude, when the study gave severities)}}, cells (the plan:
                                key, family, magnitude, draw, rows),
                                chunk_size, model_batch, started, finished (null until
                                complete), resumed (times), compute_seconds (computing time

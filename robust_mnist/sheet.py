@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -79,13 +80,20 @@ class ContactSheet:
         return f"label {self.label}" if self.label is not None else f"clean prediction {self.reference}"
 
 
-def classifier_for(model: str | os.PathLike | None) -> tuple[Classifier, str]:
-    """``(classifier, name)`` for a model file; the cached article model when it is None.
+def classifier_for(
+    model: str | os.PathLike | None, contract: Mapping[str, Any] | None = None
+) -> tuple[Classifier, str]:
+    """``(classifier, name)`` for a model file (an ONNX one read with ``contract``); the
+    cached article model when it is None.
 
     Tests replace this function to use a numpy classifier instead of TensorFlow.
     """
+    if not model and contract and any(value is not None for value in contract.values()):
+        raise InvalidArgumentError(
+            "--input-layout, --input-scale and --output describe an ONNX model: give it with --model MODEL.onnx"
+        )
     path = Path(model) if model else models.ensure_model("article", 0)
-    return models.load_classifier(path), path.name
+    return models.load_classifier(path, contract), path.name
 
 
 def load_source(source: str) -> tuple[np.ndarray, int | None, str]:
@@ -159,6 +167,7 @@ def write_contact_sheet(
     seed: int = 0,
     model: str | os.PathLike | None = None,
     trust_model: bool = False,
+    contract: Mapping[str, Any] | None = None,
     out: str | os.PathLike | None = None,
 ) -> ContactSheet:
     """Perturb one digit at each magnitude, predict, and write the contact sheet PNG.
@@ -176,9 +185,13 @@ def write_contact_sheet(
     seed : int
         Seeds one draw of the family's random parameters, reused at every magnitude.
     model : path-like, optional
-        A ``.keras`` model; default the cached article model (trained once if missing).
+        A ``.keras`` or ``.onnx`` model; default the cached article model (trained once if
+        missing).
     trust_model : bool
-        Load a ``model`` file this tool did not train (see :func:`models.check_trusted`).
+        Load a Keras ``model`` file this tool did not train (see :func:`models.check_trusted`).
+    contract : mapping, optional
+        An ONNX ``model``'s ``input_layout``, ``input_scale`` and ``output``, where the
+        graph does not tell them (see :mod:`robust_mnist.onnx_model`).
     out : path-like, optional
         Where to write the PNG; default ``perturb-<family>-<source name>.png`` in the
         working directory. Missing parent folders are created.
@@ -198,7 +211,7 @@ def write_contact_sheet(
     image, label, source_name = load_source(source)
     if model:  # as in predict and study: a foreign model file needs trust_model
         models.check_trusted(model, trust_model)
-    classifier, model_name = classifier_for(model)
+    classifier, model_name = classifier_for(model, contract)
 
     # The morph family needs the digit's class: the true one, or else what the model sees.
     reference = label if label is not None else int(classifier.predict_proba(image)[0].argmax())

@@ -12,6 +12,10 @@ grids, and a seed::
     seed = 0                         # or seeds = [0, 1, 2] (one model per seed); default 0
     name = "article"                 # optional; default "<arch>-seed<S>"
     # or: path = "my_model.keras"    # relative to the study file; default name: the file stem
+    # or: path = "my_model.onnx"     # run by ONNX Runtime; how it wants its digits, declared
+    #     input_layout = "nchw"      # where the graph does not say it (robust_mnist.onnx_model):
+    #     input_scale = "mnist"      # "nhwc" "nchw" "nhw" "flat"; "unit" (default) "255" "mnist"
+    #     output = "logits"          # or {mean = M, std = S}; "probabilities" or "logits"
 
     [data]                           # optional; default: all 10,000 MNIST test digits
     source = "mnist-test"            # with optional n = 500: a class-stratified subset
@@ -21,11 +25,17 @@ grids, and a seed::
     [[perturbations]]                # one or more
     family = "rotate"                # a registered family (robust-mnist perturbations)
     magnitudes = [5, 10, 20]         # optional, default the family's grid; 0 is dropped (below)
+    # or: severities = [1, 2, 3, 4, 5]  # for a family with MNIST-C's 5-level severity table:
+    #                                # each level is the family's magnitude at that level
     draws = 3                        # optional: repeated random draws per magnitude; default
                                      # 3 for random families, 1 otherwise (which must stay 1)
     label = "rotate"                 # optional, default the family name; unique; [A-Za-z0-9_.-]
     n = 300                          # optional: run on a class-stratified subset of the digits
     # any other key is a family option, e.g. method = "flow", target = "nearest"
+
+    [mnist_c]                        # optional: the model that MNIST-C's corruption errors are
+    reference = "article-seed0"      # normalised by (CE, mCE); default the article CNN of seed
+                                     # 0, else the first model (analysis only: not hashed)
 
     # Optional, top level: where cells are computed (the command line's --executor, --workers
     # and --scheduler override them; they do not change the results, nor the spec hash).
@@ -57,8 +67,9 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from . import models as model_registry
-from . import perturbations
-from .errors import StudyError
+from . import perturbations, severities
+from .errors import InvalidArgumentError, StudyError
+from .onnx_model import ModelContract
 from .rundir import CLEAN
 
 #: Data sources a study can draw its digits from.
@@ -70,11 +81,21 @@ LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Default draws for random families (deterministic families always have 1).
 DEFAULT_RANDOM_DRAWS = 3
 
-_TOP_KEYS = ("name", "seed", "description", "models", "data", "perturbations", "executor", "workers", "scheduler")
+_TOP_KEYS = (
+    "name", "seed", "description", "models", "data", "perturbations", "executor", "workers", "scheduler", "mnist_c",
+)
 _EXECUTORS = ("serial", "process", "dask")  # robust_mnist.runner.executors.EXECUTORS (a test checks)
-_MODEL_KEYS = ("arch", "seed", "seeds", "path", "name")
+_MODEL_KEYS = ("arch", "seed", "seeds", "path", "name", "input_layout", "input_scale", "output")
+#: The keys of an ONNX model's input contract (robust_mnist.onnx_model.ModelContract).
+_CONTRACT_KEYS = ("input_layout", "input_scale", "output")
+#: Model files a study can name, by suffix.
+_MODEL_SUFFIXES = (".keras", ".onnx")
 _DATA_KEYS = {"mnist-test": ("source", "n"), "folder": ("source", "path", "labels")}
-_SPEC_KEYS = ("family", "magnitudes", "draws", "label", "n", "refine")
+_SPEC_KEYS = ("family", "magnitudes", "severities", "draws", "label", "n", "refine")
+#: The keys of the [mnist_c] table.
+_MNIST_C_KEYS = ("reference",)
+#: Keys of a perturbation's to_dict that label its grid for the reports, outside the hash.
+_ANALYSIS_KEYS = ("severities", "mnist_c")
 #: Most bisection steps a sweep may ask for (2**-20 of a grid interval is far below any use).
 MAX_REFINE = 20
 
@@ -82,7 +103,7 @@ MAX_REFINE = 20
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a study: a registered architecture and seed, or a ``.keras`` file.
+    """One model of a study: a registered architecture and seed, or a ``.keras`` or ``.onnx`` file.
 
     Attributes
     ----------
@@ -92,9 +113,13 @@ class ModelSpec:
     seed : int or None
         Set together, for a model trained (once, then cached) by :mod:`robust_mnist.models`.
     path : pathlib.Path or None
-        A ``.keras`` file, resolved against the study file's folder.
+        A ``.keras`` or ``.onnx`` file, resolved against the study file's folder.
     path_as_written : str or None
         The path as the study file spells it (what the spec hash sees).
+    contract : robust_mnist.onnx_model.ModelContract
+        For an ``.onnx`` file: its input layout, input scale and output as declared (what is
+        not declared is detected when the model is loaded). Part of what the model computes,
+        so part of the spec hash.
     """
 
     name: str
@@ -102,10 +127,12 @@ class ModelSpec:
     seed: int | None = None
     path: Path | None = None
     path_as_written: str | None = None
+    contract: ModelContract = field(default_factory=ModelContract)
 
     def to_dict(self) -> dict[str, Any]:
         if self.path is not None:
-            return {"name": self.name, "path": self.path_as_written}
+            # Declared keys only, so that the studies of earlier versions keep their hash.
+            return {"name": self.name, "path": self.path_as_written, **self.contract.to_dict()}
         return {"name": self.name, "arch": self.arch, "seed": self.seed}
 
 
@@ -158,6 +185,11 @@ class PerturbationSpec:
         Bisection steps that refine each digit's critical magnitude between the grid points
         around it, with the model, once the grid is done (0: the grid value; deterministic
         families only; see :func:`robust_mnist.runner.refine.refine_critical`).
+    severities : tuple of int
+        The MNIST-C severity level of each magnitude when the study gave ``severities``.
+    mnist_c : str or None
+        MNIST-C's name of a family of its published set (:mod:`robust_mnist.severities`): the
+        spec counts in the benchmark's scores (:mod:`robust_mnist.benchmark_metrics`).
     """
 
     label: str
@@ -167,6 +199,8 @@ class PerturbationSpec:
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     n: int | None = None
     refine: int = 0
+    severities: tuple[int, ...] = ()
+    mnist_c: str | None = None
 
     def make(self) -> perturbations.Perturbation:
         """A fresh instance of the family configured with this spec's options."""
@@ -182,6 +216,9 @@ class PerturbationSpec:
             "options": _plain(self.options),
             # Only when asked for, so that the studies of earlier versions keep their hash.
             **({"refine": self.refine} if self.refine else {}),
+            # How the grid reads, for the reports (not hashed: see StudySpec.spec_hash).
+            **({"severities": list(self.severities)} if self.severities else {}),
+            **({"mnist_c": self.mnist_c} if self.mnist_c else {}),
         }
 
 
@@ -210,6 +247,8 @@ class StudySpec:
     file: Path | None = None
     #: executor, workers, scheduler as the file gives them: how to run, not what (not hashed).
     execution: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: The model MNIST-C's errors are normalised by (``[mnist_c] reference``); not hashed.
+    mnist_c_reference: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The study as loaded (defaults filled in, grids normalised), JSON-serialisable."""
@@ -220,15 +259,19 @@ class StudySpec:
             "models": [model.to_dict() for model in self.models],
             "data": self.data.to_dict(),
             "perturbations": [spec.to_dict() for spec in self.perturbations],
+            **({"mnist_c": {"reference": self.mnist_c_reference}} if self.mnist_c_reference else {}),
         }
 
     def spec_hash(self) -> str:
-        """SHA-256 of :meth:`to_dict` as canonical JSON.
+        """SHA-256 of :meth:`to_dict` as canonical JSON, without what only the analysis reads.
 
         It identifies what a run computes: two files that differ only in comments, key order
-        or spelled-out defaults hash alike, so a run can be resumed with either.
+        or spelled-out defaults hash alike, so a run can be resumed with either. The MNIST-C
+        reference and the severity labels of a grid change no number of the run: left out.
         """
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        content = {key: value for key, value in self.to_dict().items() if key != "mnist_c"}
+        content["perturbations"] = [{k: v for k, v in p.items() if k not in _ANALYSIS_KEYS} for p in content["perturbations"]]
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def perturbation(self, label: str) -> PerturbationSpec:
@@ -298,6 +341,7 @@ def parse_study(document: Mapping[str, Any], file: str | Path | None = None) -> 
     models = _parse_models(check, document.get("models"), base)
     data = _parse_data(check, document.get("data", {"source": "mnist-test"}), base)
     specs = _parse_perturbations(check, document.get("perturbations"), data)
+    reference = _parse_mnist_c(check, document.get("mnist_c"), models, specs)
     execution = {}
     executor = check.typed(document, "executor", str, "")
     if executor is not None and executor not in _EXECUTORS:
@@ -318,6 +362,7 @@ def parse_study(document: Mapping[str, Any], file: str | Path | None = None) -> 
         description=description,
         file=file,
         execution=MappingProxyType(execution),
+        mnist_c_reference=reference,
     )
 
 
@@ -335,19 +380,26 @@ def _parse_models(check: "_Checker", entries: Any, base: Path) -> tuple[ModelSpe
         if explicit_name is not None and not explicit_name.strip():
             check.fail(f"{where}.name", "must not be empty")
         if ("path" in entry) == ("arch" in entry):
-            check.fail(where, "give either arch (with seed or seeds) or path to a .keras file")
-        if "path" in entry:
+            check.fail(where, "give either arch (with seed or seeds) or path to a .keras or .onnx file")
+        written = check.typed(entry, "path", str, where) if "path" in entry else None
+        model_file = None if written is None else (base / written).resolve()
+        for key in _CONTRACT_KEYS:
+            if key in entry and (model_file is None or model_file.suffix != ".onnx"):
+                check.fail(f"{where}.{key}", "applies to ONNX model files only (path = \"....onnx\")")
+        if model_file is not None:
             for key in ("seed", "seeds"):
                 if key in entry:
                     check.fail(f"{where}.{key}", "applies to arch models only, not to a model path")
-            written = check.typed(entry, "path", str, where, required=True)
-            model_file = (base / written).resolve()
-            if model_file.suffix != ".keras":
-                check.fail(f"{where}.path", f"must be a .keras file; got {written!r}")
+            if model_file.suffix not in _MODEL_SUFFIXES:
+                check.fail(f"{where}.path", f"must be a {' or '.join(_MODEL_SUFFIXES)} file; got {written!r}")
             if not model_file.is_file():
                 check.fail(f"{where}.path", f"model file not found: {model_file}")
+            try:
+                contract = ModelContract.from_dict({key: entry[key] for key in _CONTRACT_KEYS if key in entry})
+            except InvalidArgumentError as error:
+                check.fail(where, str(error))
             name = explicit_name or model_file.stem
-            result.append(ModelSpec(name=name, path=model_file, path_as_written=written))
+            result.append(ModelSpec(name=name, path=model_file, path_as_written=written, contract=contract))
             continue
         arch = check.typed(entry, "arch", str, where, required=True)
         if arch not in known_archs:
@@ -436,7 +488,16 @@ def _parse_perturbations(
                 f"with a symbol), and not {CLEAN!r}",
             )
 
-        if "magnitudes" in entry:
+        level_of: dict[float, int] = {}
+        if "severities" in entry:
+            if "magnitudes" in entry:
+                check.fail(where, "give magnitudes or severities, not both")
+            try:
+                level_of = severities.severity_grid(family_name, entry["severities"])
+            except ValueError as error:
+                check.fail(f"{where}.severities", str(error))
+            raw = list(level_of)
+        elif "magnitudes" in entry:
             raw = entry["magnitudes"]
             if not isinstance(raw, list) or not raw or not all(_is_number(m) for m in raw):
                 check.fail(f"{where}.magnitudes", f"must be a non-empty list of numbers; got {raw!r}")
@@ -496,6 +557,8 @@ def _parse_perturbations(
                 options=MappingProxyType(_freeze(options)),
                 n=n,
                 refine=refine,
+                severities=tuple(level_of[m] for m in magnitudes) if level_of else (),
+                mnist_c=severities.mnist_c_name(family_name),
             )
         )
     labels = [spec.label for spec in result]
@@ -506,6 +569,24 @@ def _parse_perturbations(
             f"duplicate labels {duplicates}: give each entry of the same family a distinct label",
         )
     return tuple(result)
+
+
+def _parse_mnist_c(
+    check: "_Checker", table: Any, models: tuple[ModelSpec, ...], specs: tuple[PerturbationSpec, ...]
+) -> str | None:
+    """The ``[mnist_c]`` table: the reference model of the corruption errors, or None."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        check.fail("mnist_c", f"must be a table ([mnist_c]); got {type(table).__name__}")
+    check.keys(table, _MNIST_C_KEYS, "mnist_c")
+    reference = check.typed(table, "reference", str, "mnist_c", default=None)
+    if reference is not None:
+        try:
+            severities.check_reference(reference, [m.name for m in models], [s.family for s in specs])
+        except ValueError as error:
+            check.fail("mnist_c.reference", str(error))
+    return reference
 
 
 # --------------------------------------------------------------------------- helpers

@@ -5,6 +5,9 @@ of the results read through :mod:`robust_mnist.rundir`) in the study's order of 
 families and metrics; :func:`write_summary` writes it to a stream as a rich table for the
 terminal, or as CSV or JSON for other tools. :func:`ranking_frame` and :func:`write_ranking`
 do the same for a comparison's ranking (:attr:`robust_mnist.compare.Comparison.ranking`).
+A run or comparison with MNIST-C corruptions gets the benchmark's figures too
+(:mod:`robust_mnist.benchmark_metrics`): rows of its own metrics in the tidy table, and a
+table of their own on the terminal.
 """
 
 from __future__ import annotations
@@ -20,9 +23,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .benchmark_metrics import (
+    BENCHMARK,
+    benchmark_corruptions,
+    reference_model,
+    requested_reference,
+    run_scores,
+    summary_rows,
+)
 from .digit_metrics import summary_table
 from .errors import InvalidArgumentError, RunDirError
 from .html.format import rank_text
+from .html.mnist_c_sections import grid_text
 from .rundir import load_refined, load_results, read_run_info
 
 if TYPE_CHECKING:  # for annotations only: the summary command need not load the comparison's statistics
@@ -34,6 +46,9 @@ FORMATS = ("table", "csv", "json")
 SUMMARY_WIDTH = 100
 #: The terminal ranking table fits this many columns.
 RANKING_WIDTH = 110
+#: The MNIST-C metrics of the summary's tidy table
+#: (:func:`robust_mnist.benchmark_metrics.summary_rows`).
+MNIST_C_METRICS = ("mnist_c_error", "mnist_c_ce", "mnist_c_mean_error", "mnist_c_mce")
 
 # ----------------------------------------------------------------------- the run summary
 
@@ -54,9 +69,13 @@ def summary_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
     if results.empty:
         raise RunDirError(f"{run_dir}: the run has no results yet")
     table = summary_table(results, seed=int(info.get("seed", 0)), refined=load_refined(run_dir))
+    benchmark = run_scores(results, info)
+    if benchmark is not None:
+        table = pd.concat([table, summary_rows(benchmark)], ignore_index=True)
     model_order = {name: i for i, name in enumerate(info.get("models", {}))}
     family_order = {name: i for i, name in enumerate(info.get("families", {}))}
-    metric_order = {"clean_accuracy": 0, "accuracy": 1, "flip_rate": 2, "critical_magnitude": 3}
+    metric_order = {"clean_accuracy": 0, "accuracy": 1, "flip_rate": 2, "critical_magnitude": 3,
+                    **{metric: 4 + k for k, metric in enumerate(MNIST_C_METRICS)}}
     keys = table.assign(
         _model=table["model"].map(model_order).fillna(len(model_order)),
         _family=table["family"].map(family_order).fillna(len(family_order)),
@@ -68,6 +87,10 @@ def summary_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def write_summary(run_dir: str | os.PathLike, fmt: str, file: IO[str]) -> None:
     """Write the summary of a run to ``file`` as a table, CSV or JSON (``fmt``, see :data:`FORMATS`).
+
+    A run with MNIST-C corruptions adds their rows (metrics :data:`MNIST_C_METRICS`) to the
+    CSV and JSON, and a table of per-corruption error, CE, mean error and mCE to the
+    terminal output, after the per-model tables.
 
     Raises
     ------
@@ -81,7 +104,11 @@ def write_summary(run_dir: str | os.PathLike, fmt: str, file: IO[str]) -> None:
     elif fmt == "json":
         file.write(table.to_json(orient="records", indent=1) + "\n")
     else:
-        _summary_table(table, read_run_info(run_dir), file)
+        benchmark = table["metric"].isin(MNIST_C_METRICS)
+        info = read_run_info(run_dir)
+        _summary_table(table.loc[~benchmark], info, file)
+        if benchmark.any():
+            _mnist_c_table(table.loc[benchmark], info, file)
 
 
 def _check_format(fmt: str) -> None:
@@ -133,6 +160,50 @@ def _summary_table(table: pd.DataFrame, info: dict[str, Any], file: IO[str]) -> 
         console.print(grid)
 
 
+def _mnist_c_table(table: pd.DataFrame, info: dict[str, Any], file: IO[str]) -> None:
+    """Draw the MNIST-C figures with rich: one table per model, a row per corruption."""
+    console = Console(file=file, width=SUMMARY_WIDTH if not file.isatty() else min(SUMMARY_WIDTH, Console().width))
+    corruptions = {c.label: c for c in benchmark_corruptions(info)}
+    models = list(dict.fromkeys(table["model"]))
+    reference = reference_model(models, info.get("models") or {}, requested_reference(info))
+    for model, rows in table.groupby("model", sort=False):
+        grid = Table(
+            title=escape(f"{info.get('study', {}).get('name', '')}: MNIST-C, model {model}"),
+            caption=escape(f"error = 1 - accuracy on the corrupted digits (mean over the severities of a sweep); "
+                           f"CE = error / error of the reference model {reference}; mCE = mean CE over the "
+                           f"{int((rows['metric'] == 'mnist_c_error').sum())} corruptions. [95% paired bootstrap "
+                           "intervals over digits]"),
+            box=box.SIMPLE_HEAD, padding=(0, 1),
+        )
+        grid.add_column("corruption", no_wrap=True, max_width=20, overflow="ellipsis")
+        grid.add_column("severity", no_wrap=True, max_width=22, overflow="ellipsis")
+        grid.add_column("error %", no_wrap=True, min_width=19)
+        grid.add_column("CE", no_wrap=True, min_width=19)
+        errors = rows.loc[rows["metric"] == "mnist_c_error"].set_index("family")
+        ces = rows.loc[rows["metric"] == "mnist_c_ce"].set_index("family")
+        for label in errors.index:
+            corruption = corruptions.get(label)
+            grid.add_row(escape(label), escape(grid_text(corruption) if corruption else ""),
+                         _summary_interval(errors.loc[label], 100), _ratio_interval(ces.loc[label]))
+        grid.add_section()
+        mean = rows.loc[rows["metric"] == "mnist_c_mean_error"]
+        mce = rows.loc[rows["metric"] == "mnist_c_mce"]
+        grid.add_row("[bold]mean / mCE[/bold]", "", _summary_interval(mean.iloc[0], 100) if len(mean) else "",
+                     _ratio_interval(mce.iloc[0]) if len(mce) else "")
+        console.print(grid)
+
+
+def _ratio_interval(row: pd.Series) -> str:
+    value, low, high = (float(row[k]) for k in ("value", "low", "high"))
+    if math.isnan(value):
+        return "n/a"
+
+    def show(x: float) -> str:
+        return "n/a" if math.isnan(x) else ("inf" if math.isinf(x) else f"{x:.2f}")
+
+    return f"{show(value)} [{show(low)}, {show(high)}]"
+
+
 def _summary_interval(row: pd.Series, scale: float) -> str:
     value, low, high = (row[k] * scale for k in ("value", "low", "high"))
     if not math.isfinite(value):
@@ -159,10 +230,28 @@ def _critical(row: pd.Series, largest: float) -> str:
 
 def ranking_frame(comparison: Comparison) -> pd.DataFrame:
     """The ranking as a flat table (lists joined with ";"), for CSV."""
-    table = comparison.ranking.copy()
+    table = ranking_records(comparison)
     for column in ("beats", "beaten_by", "tied_with", "crossing"):
         table[column] = table[column].map(";".join)
     return table
+
+
+def ranking_records(comparison: Comparison) -> pd.DataFrame:
+    """The comparison's ranking; with MNIST-C corruptions, then the ranking by mCE.
+
+    The mCE ranking's rows have ``family`` :data:`robust_mnist.benchmark_metrics.BENCHMARK`
+    and the columns ``mce``, ``mean_error`` (with ``_low``, ``_high``) that only they fill;
+    a comparison without MNIST-C corruptions gives :attr:`Comparison.ranking` as it is.
+    """
+    by_mce = comparison.mnist_c_ranking
+    if by_mce is None:
+        return comparison.ranking.copy()
+    n_digits = comparison.mnist_c.models.set_index("model")["n_digits"]
+    extra = by_mce.assign(family=BENCHMARK, n_digits=by_mce["model"].map(n_digits).astype("int64"),
+                          crossing=[[] for _ in range(len(by_mce))])
+    columns = list(comparison.ranking.columns) + [c for c in by_mce.columns if c not in comparison.ranking.columns]
+    extra = extra.reindex(columns=columns)
+    return pd.concat([comparison.ranking.reindex(columns=columns), extra], ignore_index=True)
 
 
 def write_ranking(comparison: Comparison, fmt: str, file: IO[str]) -> None:
@@ -177,10 +266,12 @@ def write_ranking(comparison: Comparison, fmt: str, file: IO[str]) -> None:
     if fmt == "csv":
         ranking_frame(comparison).to_csv(file, index=False)
     elif fmt == "json":
-        records = comparison.ranking.to_dict(orient="records")
+        records = ranking_records(comparison).to_dict(orient="records")
         file.write(json.dumps([{k: _plain(v) for k, v in r.items()} for r in records], indent=1) + "\n")
     else:
         _ranking_table(comparison, file)
+        if comparison.mnist_c_ranking is not None:
+            _mnist_c_ranking_table(comparison, file)
 
 
 def _plain(value: Any) -> Any:
@@ -223,6 +314,31 @@ def _ranking_table(comparison: Comparison, file: IO[str]) -> None:
                 escape(", ".join(row["beats"])) or "-",
             )
         grid.add_section()
+    console.print(grid)
+
+
+def _mnist_c_ranking_table(comparison: Comparison, file: IO[str]) -> None:
+    """Draw the ranking by mCE with rich."""
+    console = Console(file=file, width=RANKING_WIDTH if not file.isatty() else min(RANKING_WIDTH, Console().width))
+    scores = comparison.mnist_c
+    ranking = comparison.mnist_c_ranking
+    grid = Table(
+        title=escape(f"{comparison.name}: MNIST-C, models ranked by mCE"),
+        caption=escape(f"mCE: mean over the {int(ranking['n_corruptions'].max())} corruptions of the error "
+                       f"divided by the error of the reference model {scores.reference} (lower is more "
+                       "robust); mean error: of the corrupted digits. 95% paired bootstrap intervals over "
+                       "digits; = shared rank: the interval of the mCE difference includes 0."),
+        box=box.SIMPLE_HEAD, padding=(0, 1),
+    )
+    grid.add_column("rank", justify="right", no_wrap=True)
+    grid.add_column("model", no_wrap=True, max_width=24, overflow="ellipsis")
+    grid.add_column("mCE", no_wrap=True, min_width=18)
+    grid.add_column("mean error %", no_wrap=True, min_width=18)
+    grid.add_column("beats", overflow="fold")
+    for _, row in ranking.iterrows():
+        grid.add_row(rank_text(row["rank"], row["tied"]), escape(str(row["model"])),
+                     _ranking_interval(row, "mce", 1, 2), _ranking_interval(row, "mean_error", 100, 1),
+                     escape(", ".join(row["beats"])) or "-")
     console.print(grid)
 
 

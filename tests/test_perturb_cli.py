@@ -16,7 +16,7 @@ def template_model(monkeypatch, template_classifier):
     """Route the command's model loading to the numpy classifier (no TensorFlow)."""
     requested = []
 
-    def fake(model):
+    def fake(model, contract=None):
         requested.append(model)
         return template_classifier, "template"
 

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from ..errors import InvalidArgumentError
+from .contract_flags import add_contract_arguments, contract_of
 
 
 class _FamilyNames:
@@ -59,18 +60,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model", metavar="PATH",
-        help="a .keras model (default: the article model, trained once if missing)",
+        help="a .keras model, or an .onnx model run by ONNX Runtime (default: the article "
+        "model, trained once if missing)",
     )
     parser.add_argument(
         "--trust-model", action="store_true",
-        help="load a --model file this tool did not train (Keras files can run code; only "
-        "for files whose source you trust)",
+        help="load a Keras --model file this tool did not train (Keras files can run code; "
+        "only for files whose source you trust; ONNX files need no trust)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--options", metavar="JSON", default="{}",
         help='family options as a JSON object, e.g. \'{"shape": "patch"}\' for occlude',
     )
+    add_contract_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -82,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
     sheet = write_contact_sheet(
         args.source, args.family, args.magnitudes, options=parse_options(args.options),
-        seed=args.seed, model=args.model, trust_model=args.trust_model, out=args.out,
+        seed=args.seed, model=args.model, trust_model=args.trust_model,
+        contract=contract_of(args), out=args.out,
     )
     print(sheet.path)
     table = Table(title=f"{sheet.family} on {sheet.source_name} ({sheet.truth})")

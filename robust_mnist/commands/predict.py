@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+from .contract_flags import add_contract_arguments, contract_of
+
 #: Bar heights for probabilities 0, 1/8, ..., 1.
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -30,12 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model", metavar="PATH",
-        help="a trained .keras model (default: the article model, trained once if missing)",
+        help="a trained .keras model, or an .onnx model run by ONNX Runtime (default: the "
+        "article model, trained once if missing)",
     )
     parser.add_argument(
         "--trust-model", action="store_true",
-        help="load a --model file this tool did not train (Keras files can run code; only "
-        "for files whose source you trust)",
+        help="load a Keras --model file this tool did not train (Keras files can run code; "
+        "only for files whose source you trust; ONNX files need no trust)",
     )
     parser.add_argument(
         "--json", action="store_true",
@@ -45,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--save-preprocessed", metavar="DIR",
         help="write the 28x28 image the model saw for each input as a PNG into DIR",
     )
+    add_contract_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..predictions import predict_files
 
     result = predict_files(
-        args.paths, model=args.model, trust_model=args.trust_model,
+        args.paths, model=args.model, trust_model=args.trust_model, contract=contract_of(args),
         save_preprocessed=args.save_preprocessed,
         on_unreadable=lambda message: print(f"robust-mnist: error: {message}", file=sys.stderr),
     )

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plots
+from ..benchmark_metrics import benchmark_corruptions
 from ..compare import N_BOOT, Comparison
 from ..metrics import PROBABILITY_COLUMNS
 from ..paired_stats import disagreement
@@ -52,6 +53,8 @@ from .format import (
     rank_text,
     signed,
 )
+from .mnist_c_sections import METHODS as MNIST_C_METHODS
+from .mnist_c_sections import comparison_section as mnist_c_section
 from .page import render_page, svg_data_uri
 
 #: Digits in each family's disagreement gallery.
@@ -499,9 +502,13 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
             "gallery": disagreement_gallery(comparison, label),
         })
     seeds = seed_section(comparison)
-    toc = [("findings", "Findings", []), ("overview", "Overview", []), ("clean", "Clean digits", []),
-           ("families", "Families", [(f["anchor"], f["label"]) for f in families]),
-           ("consistency", "Error consistency", [])]
+    mnist_c = mnist_c_section(comparison.mnist_c, comparison.mnist_c_ranking,
+                              benchmark_corruptions(comparison.runs[0]), comparison.models)
+    toc = [("findings", "Findings", []), ("overview", "Overview", [])]
+    toc += [("mnist-c", "MNIST-C", [])] if mnist_c is not None else []
+    toc += [("clean", "Clean digits", []),
+            ("families", "Families", [(f["anchor"], f["label"]) for f in families]),
+            ("consistency", "Error consistency", [])]
     if seeds is not None:
         toc.append(("seeds", "Seed noise", []))
     toc.append(("methods", "Methods", []))
@@ -514,7 +521,8 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
         "families": families,
         "kappa": kappa_section(comparison),
         "seeds": seeds,
-        "methods": METHODS,
+        "mnist_c": mnist_c,
+        "methods": METHODS + (MNIST_C_METHODS if mnist_c is not None else ()),
         "toc": toc,
         "alpha": comparison.alpha,
         "palette": {"true": plots.TRUE_COLOUR, "wrong": plots.WRONG_COLOUR, "other": plots.OTHER_COLOUR},

@@ -32,9 +32,12 @@ from ..report_data import (
     one,
     select,
 )
+from ..benchmark_metrics import benchmark_corruptions
 from ..rundir import read_run_info, slug
 from .components import Cell, Segment, Table, critical_cell, estimate_cell, estimate_segments, text_cell
 from .format import compact, data_text, date, duration, finite, magnitude_range, magnitude_text, percent
+from .mnist_c_sections import METHODS as MNIST_C_METHODS
+from .mnist_c_sections import study_section as mnist_c_section
 from .page import render_page, svg_data_uri
 from .study_sections import (
     ambiguity_section,
@@ -338,6 +341,9 @@ def build_context(run_dir: str | os.PathLike) -> dict[str, Any]:
     training_figure = svg_data_uri(plots.training_curves(histories, reference=ARTICLE)) if histories else None
     if reproduction is not None:
         toc.insert(0, ("reproduction", "Reproduction", []))
+    mnist_c = mnist_c_section(agg.mnist_c, agg.mnist_c_severities, benchmark_corruptions(data.run), data.models)
+    if mnist_c is not None:
+        toc.append(("mnist-c", "MNIST-C", []))
     toc.append(("families", "Families", [(f["info"].anchor, f["info"].label) for f in families]))
     if morphs:
         toc.append(("morphs", "Morphs", []))
@@ -367,7 +373,8 @@ def build_context(run_dir: str | os.PathLike) -> dict[str, Any]:
         "morphs": morphs,
         "ambiguity": ambiguity_section(data, agg),
         "classes": per_class_section(data, agg),
-        "methods": METHODS,
+        "mnist_c": mnist_c,
+        "methods": METHODS + (MNIST_C_METHODS if mnist_c is not None else ()),
         "toc": toc,
         "primary_model": data.models[0],
         "several_models": len(data.models) > 1,

@@ -43,6 +43,7 @@ from .components import (
     strip_scale,
 )
 from .format import finite, magnitude_text, percent, significant
+from .mnist_c_sections import grid_levels
 from .page import svg_data_uri
 
 #: Digits per gallery (the runner stores up to 6 per selection).
@@ -164,7 +165,7 @@ def family_sections(data: RunData, agg: Aggregates) -> list[dict[str, Any]]:
         options = ", ".join(f"{k} = {v}" for k, v in family.options.items())
         sections.append({
             "info": family,
-            "grid": ", ".join(magnitude_text(m, family.unit, short=True) for m in family.magnitudes),
+            "grid": grid_levels(family.magnitudes, family.unit, family.severities),
             "options": options,
             "n_digits": int(select(agg.swing, model=model, family=family.label).shape[0]),
             "figures": figures,

@@ -22,7 +22,7 @@ Executors:
     spawned worker processes when no address is given. Tasks are retried when a worker dies.
     Needs the optional extra ``robust-mnist[dask]``.
 
-Workers load each model file once (a cache keyed by path and checksum; the client's own
+Workers load each model file once (a cache keyed by path, checksum and contract; the client's own
 process starts with the models the runner has loaded) and receive the study's digits once (the
 process pool's initializer, or one Dask task every cell depends on).
 """
@@ -30,6 +30,7 @@ process pool's initializer, or one Dask task every cell depends on).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import multiprocessing
 import os
@@ -70,25 +71,29 @@ PREFETCH_CELLS = 2
 
 @dataclass(frozen=True)
 class ModelRef:
-    """How a worker gets a model: a ``.keras`` file (path and sha256), or an in-memory object.
+    """How a worker gets a model: a ``.keras`` or ``.onnx`` file (path and sha256), or an
+    in-memory object.
 
     Attributes
     ----------
     name : str
         The model's name in the study (the ``model`` column).
     path : str or None
-        The model file, loaded with :func:`robust_mnist.models.load_classifier` (safe mode).
-        Remote workers need it at the same path.
+        The model file, loaded with :func:`robust_mnist.models.load_classifier` (Keras's
+        safe mode, or ONNX Runtime). Remote workers need it at the same path.
     checksum : str or None
         sha256 of the file; a worker refuses a file whose bytes differ from the client's.
     classifier : Classifier or None
         Used when there is no file (numpy models in tests): must be picklable.
+    contract : dict or None
+        An ONNX file's input contract as the client resolved it (run.json's ``contract``).
     """
 
     name: str
     path: str | None = None
     checksum: str | None = None
     classifier: Any = None
+    contract: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,7 @@ def model_refs(loaded: Mapping[str, LoadedModel]) -> tuple[ModelRef, ...]:
     for name, model in loaded.items():
         path = model.info.get("path")
         if path is not None:
-            refs.append(ModelRef(name, str(path), model.info.get("checksum")))
+            refs.append(ModelRef(name, str(path), model.info.get("checksum"), contract=model.info.get("contract")))
         else:
             refs.append(ModelRef(name, None, model.info.get("checksum"), model.classifier))
     return tuple(refs)
@@ -155,8 +160,8 @@ def model_refs(loaded: Mapping[str, LoadedModel]) -> tuple[ModelRef, ...]:
 
 # --------------------------------------------------------------------------- worker side
 
-#: Worker-process state: models by (path, checksum), and the context of the process pool.
-_MODEL_CACHE: dict[tuple[str, str | None], Classifier] = {}
+#: Worker-process state: models by (path, checksum, contract), and the process pool's context.
+_MODEL_CACHE: dict[tuple[str, str | None, str], Classifier] = {}
 _POOL_CONTEXT: list[StudyContext] = []
 
 
@@ -165,14 +170,15 @@ def _classifier(ref: ModelRef) -> Classifier:
         if ref.classifier is None:
             raise ValueError(f"model {ref.name!r}: neither a file nor a picklable classifier to send to workers")
         return ref.classifier
-    key = (ref.path, ref.checksum)
+    # One file may be two models of a study, read with different input contracts.
+    key = (ref.path, ref.checksum, json.dumps(ref.contract, sort_keys=True))
     if key not in _MODEL_CACHE:
         if ref.checksum is not None and models.file_checksum(ref.path) != ref.checksum:
             raise ModelError(
                 f"{ref.path}: model file on worker {os.uname().nodename} differs from the "
                 "client's (sha256 mismatch); give every worker the same file"
             )
-        _MODEL_CACHE[key] = models.load_classifier(ref.path)
+        _MODEL_CACHE[key] = models.load_classifier(ref.path, ref.contract)
     return _MODEL_CACHE[key]
 
 

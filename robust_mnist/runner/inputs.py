@@ -20,7 +20,8 @@ import numpy as np
 from .. import models
 from ..classifier import Classifier
 from ..data import load_mnist, to_float
-from ..errors import DataError, StudyError
+from ..errors import DataError, InvalidArgumentError, StudyError
+from ..export import cached_onnx_export
 from ..morphometrics import slant, thickness
 from ..preprocess import load_digits
 from ..rundir import Digits, digits_checksum
@@ -195,13 +196,36 @@ class LoadedModel:
 ModelLoader = Callable[[ModelSpec], LoadedModel]
 
 
-def load_model(model: ModelSpec) -> LoadedModel:
-    """Default model loader: train-once-and-cache an architecture, or load a ``.keras`` file.
+#: How a Keras model (an ``arch`` or a ``.keras`` file) runs: its own TensorFlow adapter, or
+#: ONNX Runtime on its export (cached beside it, checked equal to 1e-5 when made).
+ENGINES = ("keras", "onnx")
+DEFAULT_ENGINE = "keras"
 
-    The training record (the JSON beside the model file, when it came from training) goes into
-    run.json so that the report can show the model's validation figures.
+
+def load_model(model: ModelSpec, engine: str = DEFAULT_ENGINE) -> LoadedModel:
+    """Default model loader: train-once-and-cache an architecture, or load a model file
+    (``.keras``, or ``.onnx`` with the spec's input contract).
+
+    The training record (the JSON beside a Keras model file, when it came from training) goes
+    into run.json so that the report can show the model's validation figures. An ONNX file's
+    entry records its runtime and its resolved contract instead (``contract``, with the keys
+    that were ``detected``), which workers reload the file with.
+
+    With ``engine="onnx"`` a Keras model runs on ONNX Runtime: its export
+    (:func:`robust_mnist.export.cached_onnx_export`) is made once beside it, and the entry
+    records the export as the model file (what workers load and check) and the Keras file it
+    came from. ``.onnx`` files always run on ONNX Runtime.
     """
+    if engine not in ENGINES:
+        raise InvalidArgumentError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
     path = models.ensure_model(model.arch, model.seed) if model.path is None else model.path
+    if models.is_onnx(path):
+        classifier = models.load_classifier(path, model.contract)
+        # A record beside an .onnx file would describe the Keras model it was exported from.
+        return LoadedModel(classifier, {
+            "arch": None, "seed": None, "path": str(path), "checksum": models.file_checksum(path),
+            "training": None, "engine": "onnx", **classifier.describe(),
+        })
     record_file = models.record_path(path)
     training = json.loads(record_file.read_text()) if record_file.is_file() else None
     info = {
@@ -211,7 +235,16 @@ def load_model(model: ModelSpec) -> LoadedModel:
         "checksum": models.file_checksum(path),
         "training": training,
     }
-    return LoadedModel(models.load_classifier(path), info)
+    if engine == "keras":
+        return LoadedModel(models.load_classifier(path), {**info, "engine": "keras"})
+    # Trust in a foreign .keras file was checked where the study started (--trust-model).
+    exported = cached_onnx_export(path, trust_model=True)
+    classifier = models.load_classifier(exported)
+    return LoadedModel(classifier, {
+        **info, "path": str(exported), "checksum": models.file_checksum(exported),
+        "exported_from": {"path": info["path"], "checksum": info["checksum"]},
+        "engine": "onnx", **classifier.describe(),
+    })
 
 
 # --------------------------------------------------------------------------- progress

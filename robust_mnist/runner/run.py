@@ -11,6 +11,7 @@ exemplars and refine critical magnitudes. The run-directory format belongs to
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
@@ -35,7 +36,16 @@ from . import DEFAULT_CHUNK_SIZE
 from .cells import MODEL_BATCH, Cell, Progress, compute_clean, plan_cells
 from .exemplars import write_exemplars
 from .executors import Executor, SerialExecutor, compute_cells, make_executor
-from .inputs import LoadedModel, ModelLoader, digit_morphometrics, load_model, load_study_digits, spec_subsets
+from .inputs import (
+    DEFAULT_ENGINE,
+    ENGINES,
+    LoadedModel,
+    ModelLoader,
+    digit_morphometrics,
+    load_model,
+    load_study_digits,
+    spec_subsets,
+)
 from .refine import write_refined
 
 logger = logging.getLogger(__name__)
@@ -133,6 +143,7 @@ def run_study(
     progress: Progress | None = None,
     command: Sequence[str] | None = None,
     executor: Executor | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> RunOutcome:
     """Run a study into a run directory (layout in the module docstring).
 
@@ -156,6 +167,10 @@ def run_study(
     executor : robust_mnist.runner.executors.Executor, optional
         Where the perturbed cells are computed (default: this process, in turn); the table
         does not depend on it.
+    engine : {"keras", "onnx"}
+        What runs the Keras models (see :func:`robust_mnist.runner.inputs.load_model`):
+        probabilities differ by about 1e-6 between engines, so a run is resumed only with the
+        engine it started with.
 
     Returns
     -------
@@ -163,6 +178,8 @@ def run_study(
 
     Raises
     ------
+    ModelError
+        An ONNX model file that cannot be used: checked before anything is written.
     RunDirError
         If another process is writing into ``run_dir``, if it holds an unfinished run and
         neither ``resume`` nor ``force`` is given, or if it holds a run of another study
@@ -174,9 +191,14 @@ def run_study(
     if int(chunk_size) != chunk_size or chunk_size < 1:
         raise InvalidArgumentError(f"chunk_size must be a positive integer; got {chunk_size!r}")
     progress = progress or Progress()
-    model_loader = model_loader or load_model
+    if engine not in ENGINES:
+        raise InvalidArgumentError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
+    model_loader = model_loader or functools.partial(load_model, engine=engine)
     executor = executor or SerialExecutor()
     run_dir = Path(run_dir) if run_dir is not None else rundir.default_run_dir(spec.name)
+    for model in spec.models:  # a bad ONNX file is one line, with nothing written yet
+        if model.path is not None:
+            models.check_model_file(model.path, model.contract)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_hash = spec.spec_hash()
     cells = plan_cells(spec)
@@ -329,7 +351,14 @@ def _check_same_inputs(run_dir: Path, existing: dict[str, Any], digits: Digits, 
             f"{digits.info['checksum'][:12]}...); use --force to start over"
         )
     for name, info in models.items():
-        old = existing.get("models", {}).get(name, {}).get("checksum")
+        before = existing.get("models", {}).get(name, {})
+        if before.get("engine", "keras") != info.get("engine", "keras"):
+            raise RunDirError(
+                f"{run_dir}: model {name!r} ran on the {before.get('engine', 'keras')} engine when the "
+                f"run started, not {info.get('engine', 'keras')}; resume with --engine "
+                f"{before.get('engine', 'keras')}, or use --force to start over"
+            )
+        old = before.get("checksum")
         if old != info.get("checksum"):
             raise RunDirError(
                 f"{run_dir}: model {name!r} changed since the run started (checksum "
@@ -360,7 +389,10 @@ def _new_run_json(
         "families": {
             p.label: {"family": p.family, "unit": family.unit, "random": bool(family.random),
                       "description": family.description, "magnitudes": list(p.magnitudes),
-                      "draws": p.draws, "n_digits": len(subsets[p.label])}
+                      "draws": p.draws, "n_digits": len(subsets[p.label]),
+                      # MNIST-C's severity levels of the grid and its name of the corruption.
+                      **({"severities": list(p.severities)} if p.severities else {}),
+                      **({"mnist_c": p.mnist_c} if p.mnist_c else {})}
             for p in spec.perturbations
             for family in [p.make()]
         },
