@@ -22,11 +22,13 @@ Usage::
     python bench/engines.py --json               # one JSON object on stdout
 
 Target (issue 12): ONNX Runtime at least 2x TensorFlow's throughput. Not met on the team's
-2-core AMD EPYC machines (AVX-512) when first measured: TensorFlow's oneDNN kernels ran the
-article CNN at 85,000-91,000 digits/s and ONNX Runtime (2 threads) at 90,000-97,000, a
-throughput ratio of 1.0-1.1x at batch 1,024 (1.3x at 256), while a 41-digit call took 0.4 ms
-against 1.0-1.1 ms (2.1-2.8x). With ``TF_ENABLE_ONEDNN_OPTS=0`` TensorFlow fell to about
-32,000 digits/s. Compare only ratios measured side by side in one run.
+2-core AMD EPYC machines (AVX-512): TensorFlow's oneDNN kernels run the article CNN about as
+fast as ONNX Runtime in large batches. Measured with ONNX Runtime on 2 threads: 85,000-91,000
+against 90,000-97,000 digits/s (1.0-1.1x at batch 1,024, 1.3x at 256), a 41-digit call 0.4 ms
+against 1.0-1.1 ms; with the 1 thread the classifier now uses (faster inside a study, where
+the other core perturbs the next cells): 0.97x throughput and 3.1x faster 41-digit calls. With
+``TF_ENABLE_ONEDNN_OPTS=0`` TensorFlow falls to about 32,000 digits/s. Compare only ratios
+measured side by side in one run.
 """
 
 from __future__ import annotations

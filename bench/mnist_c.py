@@ -185,7 +185,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for corruption, name, reference, default_n in REFERENCES:
         n = min(len(uint8), args.reference_n or default_n or len(uint8))
-        wall, cpu = timed(lambda digits, corrupt: [corrupt(x, rng) for x in digits], uint8[:n], reference)
+        wall, cpu = timed(
+            lambda digits, corrupt: [corrupt(x, rng) for x in digits], uint8[:n], reference
+        )
         rate, cpu_rate = ours[name]
         print(
             f"{corruption:14s} {n:7d} {n / wall:10,.0f} {rate:10,.0f} {rate / (n / wall):8.1f} {cpu_rate / (n / cpu):10.1f}"
