@@ -292,8 +292,8 @@ class MotionBlur(MnistcFamily):
 
     Each output pixel averages the pixels ``round(w (cos a, sin a))`` away for taps
     ``w = 0 .. 2 ceil(radius)``, weighted ``exp(-w^2 / (2 sigma^2))`` (normalised); edge
-    pixels repeat beyond the frame; the result is rounded to 8 bits, as MNIST-C's PNG
-    round trip does (:func:`~.mnistc_ops.motion_blur_bytes`). The angle ``a`` is uniform in
+    pixels repeat beyond the frame; the result is truncated to 8 bits, as MNIST-C's PNG
+    round trip through ImageMagick does (:func:`~.mnistc_ops.motion_blur_bytes`). The angle ``a`` is uniform in
     [-45, 45] degrees per image (0 smears ink to the left, positive angles upwards-left).
 
     The magnitude is ImageMagick's ``sigma``, the length scale of the trail in pixels.

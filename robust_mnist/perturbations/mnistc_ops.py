@@ -265,7 +265,9 @@ def motion_blur_bytes(values: np.ndarray, radius: float, sigma: float, angles: n
 
     Each output pixel is ``sum_w kernel[w] * input[y + dy_w, x + dx_w]`` (reads beyond the
     border take the nearest edge pixel, ImageMagick's default "edge" virtual pixels),
-    accumulated in float64 in tap order, and written back to 8 bits by rounding half up.
+    accumulated in float64 in tap order, and written back to 8 bits by truncation (measured
+    against ImageMagick 6.9 through Wand, as MNIST-C calls it: flooring the exact sums matches
+    it on 99.9% of pixels, rounding on 79%).
 
     Parameters
     ----------
@@ -295,7 +297,8 @@ def motion_blur_bytes(values: np.ndarray, radius: float, sigma: float, angles: n
             columns = np.clip(grid[None, :] + dx[block, tap : tap + 1], 0, 27)
             total += weight * flat.take(base + rows[:, :, None] + columns[:, None, :])
         out[block] = total
-    return np.clip(np.floor(out + 0.5), 0.0, 255.0)
+    # The guard keeps a sum that is an integer up to float error (254.9999999) on that integer.
+    return np.clip(np.floor(out + 1e-9), 0.0, 255.0)
 
 
 def step_index(table: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
