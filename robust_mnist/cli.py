@@ -21,7 +21,7 @@ from .errors import RobustMnistError
 
 #: Subcommand modules under robust_mnist.commands, in the order --help lists them.
 COMMANDS = (
-    "train", "predict", "perturbations", "perturb", "study", "summary", "report", "compare", "export", "generate",
+    "train", "predict", "perturbations", "perturb", "study", "summary", "report", "compare", "export", "generate", "explore",
 )
 
 PROG = "robust-mnist"
