@@ -1,7 +1,7 @@
 """Benchmark the engines that run a Keras model: TensorFlow (the Keras adapter) and ONNX Runtime.
 
-Side by side in one process, on the article CNN (the cached ``article`` seed 0 model, trained
-once if missing) and its cached ONNX export (``robust_mnist.export.cached_onnx_export``):
+Side by side in one process, on the article CNN (``models.ensure_model("article", 0)``: the
+bundled model unless you retrained it) and its cached ONNX export (``robust_mnist.export.cached_onnx_export``):
 
 - throughput: MNIST test digits per second through ``predict_proba`` in calls of 1,024
   digits (the adapter's batch; ``--batch``), over all 10,000 test digits, best of

@@ -8,7 +8,7 @@ and sending the digits. Every run's table is checked against the serial one.
 
 Usage::
 
-    python bench/executors.py                      # article model (trained once if missing)
+    python bench/executors.py                      # article model (bundled, or your retrained copy)
     python bench/executors.py --model template     # numpy model: no TensorFlow anywhere
     python bench/executors.py --digits 4000 --workers 1 2 4
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = parse_study(slice_study(args.digits))
     loader = template_loader() if args.model == "template" else load_model
-    loader(spec.models[0])  # train the article model once if missing, outside the timings
+    loader(spec.models[0])  # load (or, if neither cached nor bundled, train) once, outside the timings
     evaluations = 10 * args.digits
     candidates = [("serial", None)]
     for workers in args.workers:

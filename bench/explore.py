@@ -1,8 +1,8 @@
 """Benchmark ``robust-mnist explore`` against a running server: slider round trips and a full sweep.
 
 The bench starts the explorer itself on a free loopback port (in a thread of this process,
-Uvicorn as the command runs it) with two models: the article CNN (the cached ``article`` seed 0
-model, trained once if missing) and a second one, the cached ``mlp`` if there is one, else the
+Uvicorn as the command runs it) with two models: the article CNN (``article`` seed 0: bundled,
+or your retrained copy) and a second one, ``mlp`` if you trained it into the cache, else the
 article's cached ONNX export (ONNX Runtime); ``--fake`` uses two numpy template models
 instead. Then, as the page does, over one keep-alive HTTP connection:
 

@@ -6,9 +6,9 @@ Run from the repository root::
     python bench/perturbations.py --n 2000 --repeats 5 --families rotate blur
 
 Each family is timed for ``sample_params`` + ``apply`` (what the study runner calls) on the
-digits at a mid magnitude of its default grid, best of ``--repeats``. The model is the cached
-article model if one is trained (``models.model_path("article", 0)``), else the untrained
-article architecture (throughput does not depend on the weights). Several ways of calling it
+digits at a mid magnitude of its default grid, best of ``--repeats``. The model is the
+article model (``models.ensure_model("article", 0)``: the bundled one unless you retrained it;
+throughput does not depend on the weights). Several ways of calling it
 are timed and the fastest is the reference; it is measured before and after the families and
 the best is kept, since other work on the machine makes single figures noisy.
 
@@ -94,7 +94,7 @@ def model_throughputs(images, repeats):
 
     from robust_mnist import models
 
-    path = models.model_path("article", 0)
+    path = models.ensure_model("article", 0)  # the user's retrained copy, else the bundled one
     if path.is_file():
         model, source = keras.saving.load_model(path), f"trained ({path})"
     else:

@@ -57,6 +57,15 @@ def bundled_path() -> Path:
     return Path(str(resources.files("robust_mnist") / "data" / "mnist.npz"))
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as a record should keep it: the bundled file by its place in the package
+    (``robust_mnist/data/mnist.npz``), not by where this machine installed it."""
+    path = Path(path)
+    if path.resolve() == bundled_path().resolve():
+        return "robust_mnist/data/mnist.npz"
+    return str(path)
+
+
 def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 over each array's key, shape, dtype and bytes, in ``LAYOUT`` order.
 

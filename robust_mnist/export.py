@@ -10,6 +10,9 @@ reported as an :class:`ExportCheck`). Nothing is written unless the check passes
 (``article-seed0.onnx`` beside ``article-seed0.keras``) with a JSON sidecar
 (``article-seed0.onnx.json``) recording the sha256 of the ``.keras`` file it came from, the
 export's own sha256 and its check; it is made, and checked, again only when either changes.
+The models bundled with the package (:mod:`robust_mnist.bundled`) live in the installed
+package, possibly read-only: their exports go to the user's cache instead
+(``$ROBUST_MNIST_HOME/bundled-exports/article-seed0.onnx``, :func:`export_cache_path`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from . import models
+from .bundled import is_bundled
 from .backend import tensorflow_and_keras
 from .data import load_mnist, to_float
 from .errors import InvalidArgumentError, ModelError
@@ -203,9 +207,10 @@ def cached_onnx_export(
     n_digits: int = CACHE_CHECK_DIGITS,
     tolerance: float = TOLERANCE,
 ) -> Path:
-    """The ONNX export of a ``.keras`` model, cached beside it and checked when made.
+    """The ONNX export of a ``.keras`` model, cached (:func:`export_cache_path`: beside it, or
+    in the user's cache for a bundled model) and checked when made.
 
-    ``<stem>.onnx`` beside ``<stem>.keras`` is reused when its sidecar ``<stem>.onnx.json``
+    The cached ``<stem>.onnx`` is reused when its sidecar ``<stem>.onnx.json``
     records the current sha256 of both files (and this sidecar format); otherwise the model is
     exported again with :func:`export_onnx`, checked on ``n_digits`` test digits, and the
     sidecar rewritten (both atomically). The check is not repeated on reuse.
@@ -213,7 +218,7 @@ def cached_onnx_export(
     Returns
     -------
     Path
-        The export, ``model_path.with_suffix(".onnx")``.
+        The export, :func:`export_cache_path` of ``model_path``.
 
     Raises
     ------
@@ -221,9 +226,10 @@ def cached_onnx_export(
         As :func:`export_onnx`.
     """
     model_path = Path(model_path)
-    onnx_path = model_path.with_suffix(".onnx")
+    onnx_path = export_cache_path(model_path)
     _check_paths(model_path, onnx_path)
     models.check_trusted(model_path, trust_model)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
     keras_sha256 = models.file_checksum(model_path)
     if _cache_is_current(onnx_path, keras_sha256):
         logger.debug("reusing the ONNX export %s of %s", onnx_path, model_path)
@@ -248,6 +254,16 @@ def cached_onnx_export(
     }
     _write_json_atomically(sidecar_path(onnx_path), record)
     return onnx_path
+
+
+def export_cache_path(model_path: str | os.PathLike) -> Path:
+    """Where :func:`cached_onnx_export` keeps a model's export: ``<stem>.onnx`` beside the
+    ``.keras`` file, or, for a model bundled with the package (whose folder may be read-only
+    and is not the user's), ``$ROBUST_MNIST_HOME/bundled-exports/<stem>.onnx``."""
+    model_path = Path(model_path)
+    if is_bundled(model_path):
+        return models.home() / "bundled-exports" / f"{model_path.stem}.onnx"
+    return model_path.with_suffix(".onnx")
 
 
 def sidecar_path(onnx_path: str | os.PathLike) -> Path:

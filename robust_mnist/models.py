@@ -8,7 +8,8 @@ loaded, so importing this module stays fast.
 
 Trained models live in ``$ROBUST_MNIST_HOME/models/<arch>-seed<S>.keras`` (default home
 ``~/.cache/robust_mnist``), each with its JSON training record beside it
-(``<arch>-seed<S>.json``).
+(``<arch>-seed<S>.json``); the zoo's models also ship trained inside the package
+(:mod:`robust_mnist.bundled`), used when the cache holds no retrained copy.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
+from .bundled import bundled_path, is_bundled
 from .backend import tensorflow_and_keras
 from .classifier import Classifier, check_probabilities
-from .data import Mnist, load_mnist, to_float
+from .data import Mnist, load_mnist, portable_path, to_float
 from .errors import InvalidArgumentError, ModelError
 from .images import check_images
 from .onnx_model import ModelContract, as_contract, load_onnx_classifier
@@ -309,15 +311,25 @@ def record_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def ensure_model(arch: str = "article", seed: int = 0, data: Mnist | None = None) -> Path:
-    """Path of the cached model ``(arch, seed)``, training it first if it is missing.
-
-    The cache is keyed by architecture and seed only: a model trained once is reused
-    afterwards whatever ``data`` is passed.
+def ensure_model(
+    arch: str = "article", seed: int = 0, data: Mnist | None = None, retrain: bool = False
+) -> Path:
+    """Path of the model ``(arch, seed)``, the one place an architecture's model is found: the
+    user's cache (:func:`model_path`) if they trained it there, else the copy bundled with the
+    package (:mod:`robust_mnist.bundled`), else it is trained into the cache first. ``retrain``
+    trains into the cache even if a copy exists (a bundled file is never written). The cache
+    is keyed by architecture and seed only, whatever ``data`` is passed.
     """
     path = model_path(arch, seed)
+    if retrain:
+        logger.warning("retraining the %r model (seed %d) into %s", arch, seed, path)
+        train(arch, seed, path, data=data)
+        return path
     if path.is_file() and path.stat().st_size > 0:
         return path
+    bundled = bundled_path(arch, seed)
+    if bundled is not None:
+        return bundled
     logger.warning(
         "no trained %r model (seed %d) at %s: training it now, once (about 70 s to a few minutes)",
         arch, seed, path,
@@ -336,8 +348,8 @@ def file_checksum(path: str | os.PathLike) -> str:
 
 
 def trained_here(path: str | os.PathLike) -> bool:
-    """Whether this tool trained the model file: it is in the model cache, or its sha256
-    equals the ``model_sha256`` of the training record beside it (written by :func:`train`).
+    """Whether this tool trained the model file: it is bundled with the package, in the model
+    cache, or its sha256 equals the ``model_sha256`` of its training record (:func:`train`).
 
     A provenance check, not a signature: it tells the tool's own models from files obtained
     elsewhere, which need the user's explicit trust (:func:`check_trusted`).
@@ -345,7 +357,7 @@ def trained_here(path: str | os.PathLike) -> bool:
     path = Path(path)
     if not path.is_file():
         return False
-    if path.resolve().parent == (home() / "models").resolve():
+    if is_bundled(path) or path.resolve().parent == (home() / "models").resolve():
         return True
     try:
         record = json.loads(record_path(path).read_text())
@@ -527,7 +539,7 @@ def train(
         },
         "parameters": int(model.count_params()),
         "versions": library_versions(),
-        "data": {"path": data.path, "checksum": data.checksum},
+        "data": {"path": portable_path(data.path), "checksum": data.checksum},
         "wall_time_s": round(wall_time, 3),
         "model_file": out.name,
         "model_sha256": file_checksum(out),

@@ -8,8 +8,9 @@ grids, and a seed::
     description = "..."              # optional free text
 
     [[models]]                       # one or more
-    arch = "article"                 # a registered architecture, trained and cached on first use
+    arch = "article"                 # a registered architecture: bundled, or trained and cached
     seed = 0                         # or seeds = [0, 1, 2] (one model per seed); default 0
+    retrain = true                   # optional: train it again first (robust_mnist.study_models)
     name = "article"                 # optional; default "<arch>-seed<S>"
     # or: path = "my_model.keras"    # relative to the study file; default name: the file stem
     # or: path = "my_model.onnx"     # run by ONNX Runtime; how it wants its digits, declared
@@ -66,11 +67,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from . import models as model_registry
 from . import perturbations, severities
-from .errors import InvalidArgumentError, StudyError
-from .onnx_model import ModelContract
+from .errors import StudyError
 from .rundir import CLEAN
+from .study_models import ModelSpec, parse_models
 
 #: Data sources a study can draw its digits from.
 DATA_SOURCES = ("mnist-test", "folder")
@@ -85,11 +85,6 @@ _TOP_KEYS = (
     "name", "seed", "description", "models", "data", "perturbations", "executor", "workers", "scheduler", "mnist_c",
 )
 _EXECUTORS = ("serial", "process", "dask")  # robust_mnist.runner.executors.EXECUTORS (a test checks)
-_MODEL_KEYS = ("arch", "seed", "seeds", "path", "name", "input_layout", "input_scale", "output")
-#: The keys of an ONNX model's input contract (robust_mnist.onnx_model.ModelContract).
-_CONTRACT_KEYS = ("input_layout", "input_scale", "output")
-#: Model files a study can name, by suffix.
-_MODEL_SUFFIXES = (".keras", ".onnx")
 _DATA_KEYS = {"mnist-test": ("source", "n"), "folder": ("source", "path", "labels")}
 _SPEC_KEYS = ("family", "magnitudes", "severities", "draws", "label", "n", "refine")
 #: The keys of the [mnist_c] table.
@@ -99,41 +94,6 @@ _ANALYSIS_KEYS = ("severities", "mnist_c")
 #: Most bisection steps a sweep may ask for (2**-20 of a grid interval is far below any use).
 MAX_REFINE = 20
 
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of a study: a registered architecture and seed, or a ``.keras`` or ``.onnx`` file.
-
-    Attributes
-    ----------
-    name : str
-        Unique within the study; the ``model`` column of the results.
-    arch : str or None
-    seed : int or None
-        Set together, for a model trained (once, then cached) by :mod:`robust_mnist.models`.
-    path : pathlib.Path or None
-        A ``.keras`` or ``.onnx`` file, resolved against the study file's folder.
-    path_as_written : str or None
-        The path as the study file spells it (what the spec hash sees).
-    contract : robust_mnist.onnx_model.ModelContract
-        For an ``.onnx`` file: its input layout, input scale and output as declared (what is
-        not declared is detected when the model is loaded). Part of what the model computes,
-        so part of the spec hash.
-    """
-
-    name: str
-    arch: str | None = None
-    seed: int | None = None
-    path: Path | None = None
-    path_as_written: str | None = None
-    contract: ModelContract = field(default_factory=ModelContract)
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.path is not None:
-            # Declared keys only, so that the studies of earlier versions keep their hash.
-            return {"name": self.name, "path": self.path_as_written, **self.contract.to_dict()}
-        return {"name": self.name, "arch": self.arch, "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -338,7 +298,7 @@ def parse_study(document: Mapping[str, Any], file: str | Path | None = None) -> 
         check.fail("seed", f"must be a non-negative integer; got {seed}")
     description = check.typed(document, "description", str, "", default="")
 
-    models = _parse_models(check, document.get("models"), base)
+    models = parse_models(check, document.get("models"), base)
     data = _parse_data(check, document.get("data", {"source": "mnist-test"}), base)
     specs = _parse_perturbations(check, document.get("perturbations"), data)
     reference = _parse_mnist_c(check, document.get("mnist_c"), models, specs)
@@ -367,67 +327,6 @@ def parse_study(document: Mapping[str, Any], file: str | Path | None = None) -> 
 
 
 # --------------------------------------------------------------------------- sections
-
-
-def _parse_models(check: "_Checker", entries: Any, base: Path) -> tuple[ModelSpec, ...]:
-    entries = check.table_list(entries, "models")
-    known_archs = model_registry.architectures()
-    result: list[ModelSpec] = []
-    for index, entry in enumerate(entries):
-        where = f"models[{index}]"
-        check.keys(entry, _MODEL_KEYS, where)
-        explicit_name = check.typed(entry, "name", str, where, default=None)
-        if explicit_name is not None and not explicit_name.strip():
-            check.fail(f"{where}.name", "must not be empty")
-        if ("path" in entry) == ("arch" in entry):
-            check.fail(where, "give either arch (with seed or seeds) or path to a .keras or .onnx file")
-        written = check.typed(entry, "path", str, where) if "path" in entry else None
-        model_file = None if written is None else (base / written).resolve()
-        for key in _CONTRACT_KEYS:
-            if key in entry and (model_file is None or model_file.suffix != ".onnx"):
-                check.fail(f"{where}.{key}", "applies to ONNX model files only (path = \"....onnx\")")
-        if model_file is not None:
-            for key in ("seed", "seeds"):
-                if key in entry:
-                    check.fail(f"{where}.{key}", "applies to arch models only, not to a model path")
-            if model_file.suffix not in _MODEL_SUFFIXES:
-                check.fail(f"{where}.path", f"must be a {' or '.join(_MODEL_SUFFIXES)} file; got {written!r}")
-            if not model_file.is_file():
-                check.fail(f"{where}.path", f"model file not found: {model_file}")
-            try:
-                contract = ModelContract.from_dict({key: entry[key] for key in _CONTRACT_KEYS if key in entry})
-            except InvalidArgumentError as error:
-                check.fail(where, str(error))
-            name = explicit_name or model_file.stem
-            result.append(ModelSpec(name=name, path=model_file, path_as_written=written, contract=contract))
-            continue
-        arch = check.typed(entry, "arch", str, where, required=True)
-        if arch not in known_archs:
-            check.fail(f"{where}.arch", f"unknown architecture {arch!r}; known: {', '.join(known_archs)}")
-        if "seed" in entry and "seeds" in entry:
-            check.fail(where, "give seed or seeds, not both")
-        if "seeds" in entry:
-            seeds = entry["seeds"]
-            if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
-                check.fail(f"{where}.seeds", f"must be a non-empty list of non-negative integers; got {seeds!r}")
-            if len(set(seeds)) != len(seeds):
-                check.fail(f"{where}.seeds", f"has duplicates: {seeds}")
-        else:
-            seed = check.typed(entry, "seed", int, where, default=0)
-            if seed < 0:
-                check.fail(f"{where}.seed", f"must be a non-negative integer; got {seed}")
-            seeds = [seed]
-        for seed in seeds:
-            if explicit_name and len(seeds) == 1:
-                name = explicit_name
-            else:
-                name = f"{explicit_name or arch}-seed{seed}"
-            result.append(ModelSpec(name=name, arch=arch, seed=int(seed)))
-    names = [model.name for model in result]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        check.fail("models", f"duplicate model names {duplicates}; give each a distinct name")
-    return tuple(result)
 
 
 def _parse_data(check: "_Checker", table: Any, base: Path) -> DataSpec:
@@ -635,7 +534,7 @@ class _Checker:
         return entries
 
 
-_KIND_NAMES = {str: "a string", int: "an integer"}
+_KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
 
 def _is_int(value: Any) -> bool:

@@ -95,7 +95,7 @@ class Recording:
 def fake_loader(classifiers: dict | None = None):
     """A model loader that serves TemplateClassifiers (or the given ones) by model name."""
 
-    def load(model, engine="keras"):  # robust_mnist.runner.inputs.load_model's signature
+    def load(model, engine="keras", retrain=None):  # robust_mnist.runner.inputs.load_model's signature
         classifier = (classifiers or {}).get(model.name) or template_classifier()
         return LoadedModel(classifier, {"arch": model.arch, "seed": model.seed, "path": None,
                                         "checksum": f"fake-{model.name}", "training": None})

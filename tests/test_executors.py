@@ -82,7 +82,7 @@ class KillsItsWorker:
 
 
 def loader(classifiers: dict):
-    def load(model, engine="keras"):  # robust_mnist.runner.inputs.load_model's signature
+    def load(model, engine="keras", retrain=None):  # robust_mnist.runner.inputs.load_model's signature
         return LoadedModel(classifiers[model.name], {
             "arch": model.arch, "seed": model.seed, "path": None,
             "checksum": f"fake-{model.name}", "training": None})

@@ -20,6 +20,7 @@ from robust_mnist.errors import RunDirError
 from robust_mnist.perturbations import available
 from robust_mnist.rundir import BASE_COLUMNS, load_results
 from robust_mnist.runner import cells as cells_module
+from robust_mnist.runner import run as run_module
 from robust_mnist.runner.cells import Progress, plan_cells
 from robust_mnist.runner.inputs import stratified_subset
 from robust_mnist.runner.run import run_study
@@ -281,6 +282,25 @@ def test_resume_after_interrupt_computes_only_missing_cells_and_matches(fakes, t
     assert (outcome.cells_computed, outcome.cells_reused) == (5, 3)
     pd.testing.assert_frame_equal(table(run_dir), reference, check_exact=True)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+
+
+def test_models_are_retrained_when_a_run_starts_never_when_it_resumes(fakes, tmp_path, monkeypatch):
+    """--retrain (retrain=True) and the spec's retrain = true rebuild the models of a new run;
+    a resumed run keeps the models it started with (they are in the cache by then)."""
+    asked = []
+
+    def recording_loader(model, engine="keras", retrain=None):  # load_model's signature
+        asked.append(model.retrain if retrain is None else retrain)
+        return fake_loader()(model)
+
+    monkeypatch.setattr(run_module, "load_model", recording_loader)
+    study = small_study(models=[{"arch": "article", "seed": 0, "retrain": True}])
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, study, model_loader=None, progress=StopAfter(2))
+    run(tmp_path, study, model_loader=None, resume=True)
+    run(tmp_path, name="flag", model_loader=None, retrain=True)
+    run(tmp_path, name="neither", model_loader=None)
+    assert asked == [True, False, True, False]
 
 
 def test_a_damaged_cell_file_is_computed_again(fakes, tmp_path):

@@ -65,6 +65,20 @@ def test_valid_study_fills_in_defaults(tmp_path):
     assert elastic.make().options["sigma"] == 6.0
 
 
+def test_retrain_asks_for_the_models_to_be_rebuilt_without_changing_the_study(tmp_path):
+    plain = load_study(write(tmp_path, VALID))
+    again = load_study(write(tmp_path, VALID.replace("seeds = [0, 1]", "seeds = [0, 1]\nretrain = true"), "again.toml"))
+    assert [m.retrain for m in plain.models] == [False, False]
+    assert [m.retrain for m in again.models] == [True, True]
+    assert again.spec_hash() == plain.spec_hash()  # same study, same results: only the weights are rebuilt
+    with pytest.raises(StudyError, match=r"models\[0\]\.retrain: must be true or false; got 'yes'"):
+        load_study(write(tmp_path, VALID.replace("seeds = [0, 1]", "seeds = [0, 1]\nretrain = 'yes'"), "bad.toml"))
+    (tmp_path / "mine.keras").write_bytes(b"x")
+    on_a_file = VALID.replace('arch = "article"\nseeds = [0, 1]', 'path = "mine.keras"\nretrain = true')
+    with pytest.raises(StudyError, match=r"models\[0\]\.retrain: applies to arch models only"):
+        load_study(write(tmp_path, on_a_file, "file.toml"))
+
+
 def test_model_given_by_path_is_resolved_against_the_study_file(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mine.keras").write_bytes(b"x")

@@ -29,8 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--arch", metavar="NAME", action="append", default=[],
-        help="a cached architecture of seed 0, trained once if missing (article, article-aug, "
-        "mlp, lenet; repeatable). Default with neither: the article CNN",
+        help="an architecture of seed 0, as bundled (or as you retrained it) (article, "
+        "article-aug, mlp, lenet; repeatable). Default with neither: the article CNN",
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free one)")
     parser.add_argument(

@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", metavar="PATH",
         help="a trained .keras model, or an .onnx model run by ONNX Runtime (default: the "
-        "article model, trained once if missing)",
+        "article CNN that ships with robust-mnist, or your retrained copy)",
     )
     parser.add_argument(
         "--trust-model", action="store_true",

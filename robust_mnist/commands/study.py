@@ -43,6 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "model's export, made once beside it and checked equal to 1e-5 (onnx); .onnx model "
         "files always run on ONNX Runtime",
     )
+    parser.add_argument(
+        "--retrain", action="store_true",
+        help="train the study's architectures (arch = ...) again before running, into the model "
+        "cache ($ROBUST_MNIST_HOME/models), which is then used instead of the models bundled "
+        "with robust-mnist; model files (path = ...) are not affected",
+    )
     parser.add_argument("--workers", type=_positive_int, metavar="N", help="processes for --executor process, or a local Dask cluster")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://HOST:8786 (implies --executor dask)")
     parser.add_argument(
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 args.study, args.out, trust_model=args.trust_model, executor=args.executor,
                 workers=args.workers, scheduler=args.scheduler, resume=args.resume, force=args.force,
                 chunk_size=args.chunk_size, progress=progress, command=_command(args, args.out),
-                **({"engine": args.engine} if args.engine else {}),
+                retrain=args.retrain, **({"engine": args.engine} if args.engine else {}),
             )
     except StudyInterrupted as stop:
         print(f"robust-mnist: {stop}\nresume with: {shlex.join(_command(args, args.out, resume=True))}",
@@ -165,8 +171,10 @@ def _command(args: argparse.Namespace, out: Path | None, resume: bool = False) -
             command += [flag, str(value)]
     if args.trust_model:
         command.append("--trust-model")
-    if resume:
+    if resume:  # the models retrained (if --retrain) are in the cache: not again
         return command + ["--resume"]
+    if args.retrain:
+        command.append("--retrain")
     if args.resume:
         command.append("--resume")
     if args.force:

@@ -94,7 +94,7 @@ def load_models(
     engine: str = "keras",
     trust_model: bool = False,
 ) -> list[ExploreModel]:
-    """Load the explorer's models once: model files, then cached architectures (trained if missing).
+    """Load the explorer's models once: model files, then architectures (cached, else bundled).
 
     With neither, the article CNN of seed 0 (``models.ensure_model("article", 0)``). With
     ``engine="onnx"``, Keras models run on ONNX Runtime through their cached, checked export.

@@ -202,9 +202,11 @@ ENGINES = ("keras", "onnx")
 DEFAULT_ENGINE = "keras"
 
 
-def load_model(model: ModelSpec, engine: str = DEFAULT_ENGINE) -> LoadedModel:
-    """Default model loader: train-once-and-cache an architecture, or load a model file
-    (``.keras``, or ``.onnx`` with the spec's input contract).
+def load_model(model: ModelSpec, engine: str = DEFAULT_ENGINE, retrain: bool | None = None) -> LoadedModel:
+    """Default model loader: an architecture's model (:func:`robust_mnist.models.ensure_model`:
+    the user's retrained copy, else the bundled one, else trained once and cached; trained
+    again first if ``retrain``, which defaults to the spec's ``retrain``), or a model file
+    (``.keras``, or ``.onnx`` with the spec's input contract; ``retrain`` does not apply).
 
     The training record (the JSON beside a Keras model file, when it came from training) goes
     into run.json so that the report can show the model's validation figures. An ONNX file's
@@ -218,7 +220,8 @@ def load_model(model: ModelSpec, engine: str = DEFAULT_ENGINE) -> LoadedModel:
     """
     if engine not in ENGINES:
         raise InvalidArgumentError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
-    path = models.ensure_model(model.arch, model.seed) if model.path is None else model.path
+    retrain = model.retrain if retrain is None else retrain
+    path = models.ensure_model(model.arch, model.seed, retrain=retrain) if model.path is None else model.path
     if models.is_onnx(path):
         classifier = models.load_classifier(path, model.contract)
         # A record beside an .onnx file would describe the Keras model it was exported from.

@@ -108,7 +108,8 @@ def run_study_file(
     Model files the study names must have been trained by this tool unless ``trust_model``.
     The executor is the one asked for here, else the study file's (``executor``, ``workers``,
     ``scheduler``), else serial; ``scheduler`` alone implies Dask. ``options`` go to
-    :func:`run_study` (``resume``, ``force``, ``chunk_size``, ``progress``, ``command``).
+    :func:`run_study` (``resume``, ``force``, ``chunk_size``, ``progress``, ``command``,
+    ``engine``, ``retrain``).
 
     Raises
     ------
@@ -144,6 +145,7 @@ def run_study(
     command: Sequence[str] | None = None,
     executor: Executor | None = None,
     engine: str = DEFAULT_ENGINE,
+    retrain: bool = False,
 ) -> RunOutcome:
     """Run a study into a run directory (layout in the module docstring).
 
@@ -171,6 +173,11 @@ def run_study(
         What runs the Keras models (see :func:`robust_mnist.runner.inputs.load_model`):
         probabilities differ by about 1e-6 between engines, so a run is resumed only with the
         engine it started with.
+    retrain : bool
+        Train all the study's architectures again (into the user's model cache, which is then
+        preferred to the bundled models) before running, as ``retrain = true`` on a
+        ``[[models]]`` entry does for one; model files are not affected. Neither applies
+        when a run resumes (its models must stay the same), nor to a ``model_loader``.
 
     Returns
     -------
@@ -193,7 +200,7 @@ def run_study(
     progress = progress or Progress()
     if engine not in ENGINES:
         raise InvalidArgumentError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
-    model_loader = model_loader or functools.partial(load_model, engine=engine)
+    default_loader = model_loader is None
     executor = executor or SerialExecutor()
     run_dir = Path(run_dir) if run_dir is not None else rundir.default_run_dir(spec.name)
     for model in spec.models:  # a bad ONNX file is one line, with nothing written yet
@@ -233,6 +240,10 @@ def run_study(
         digits = load_study_digits(spec)
         subsets = spec_subsets(spec, digits)
         progress.stage("loading models")
+        if default_loader:  # retrain (the flag, or the spec's) only when a run starts
+            model_loader = functools.partial(
+                load_model, engine=engine, retrain=False if existing is not None else (retrain or None)
+            )
         loaded = {model.name: model_loader(model) for model in spec.models}
         model_info = {name: model.info for name, model in loaded.items()}
         if existing is not None:
