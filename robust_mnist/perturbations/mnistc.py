@@ -81,6 +81,8 @@ class MnistcFamily(Perturbation):
     published_magnitude : float
         The magnitude of MNIST-C's own corruption as published: ``SEVERITIES[default_severity
         - 1]``, or set by a family without a table.
+    default_magnitudes : tuple of float
+        For a family with a table, ``(0.0, *SEVERITIES)`` unless it sets its own.
     """
 
     mnistc_name: ClassVar[str]
@@ -100,6 +102,8 @@ class MnistcFamily(Perturbation):
         if cls.default_severity not in (1, 2, 3, 4, 5):
             raise TypeError(f"{cls.__name__}: default_severity must be a level 1..5")
         cls.published_magnitude = table[cls.default_severity - 1]
+        if "default_magnitudes" not in cls.__dict__:  # a sweep of MNIST-C's levels, from the clean digit
+            cls.default_magnitudes = (0.0, *table)
 
 
 def _mnistc_class(name: str) -> type[MnistcFamily]:

@@ -72,7 +72,6 @@ class GaussianBlur(MnistcFamily):
     description = "MNIST-C gaussian_blur: Gaussian blur along columns only (edge-repeating border)"
     SEVERITIES = (1.0, 2.0, 3.0, 4.0, 6.0)
     default_severity = 2
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 10.0)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):
@@ -165,7 +164,6 @@ class GlassBlur(MnistcFamily):
     description = "MNIST-C glass_blur: vertical blur, local pixel shuffle (radius and passes from MNIST-C's level), blur"
     SEVERITIES = tuple(level[0] for level in GLASS_LEVELS)
     default_severity = 1
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 3.0)
     random = True
 
@@ -257,7 +255,6 @@ class DefocusBlur(MnistcFamily):
     description = "MNIST-C defocus_blur: convolution with an anti-aliased disk of this radius"
     SEVERITIES = tuple(float(level[0]) for level in DEFOCUS_LEVELS)
     default_severity = 1
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 13.0)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):
@@ -310,7 +307,6 @@ class MotionBlur(MnistcFamily):
     description = "MNIST-C motion_blur: ImageMagick one-sided Gaussian trail of this sigma at a random angle in [-45, 45] deg"
     SEVERITIES = tuple(float(level[1]) for level in MOTION_LEVELS)
     default_severity = 1
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 30.0)
     random = True
 
@@ -379,7 +375,6 @@ class ZoomBlur(MnistcFamily):
     description = "MNIST-C zoom_blur: average of the digit and its centre zooms up to 1 + magnitude/100"
     SEVERITIES = tuple(float(level[0]) for level in ZOOM_LEVELS)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 100.0)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):

@@ -54,7 +54,6 @@ class Brightness(MnistcFamily):
     )
     SEVERITIES = (0.1, 0.2, 0.3, 0.4, 0.5)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 1.0)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):
@@ -89,7 +88,6 @@ class Contrast(MnistcFamily):
     description = "MNIST-C contrast: (x - mean) (1 - magnitude) + mean, clipped"
     SEVERITIES = (0.6, 0.7, 0.8, 0.9, 0.95)
     default_severity = 4
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 1.0)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):
@@ -153,7 +151,6 @@ class Saturate(MnistcFamily):
     )
     SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 5.0)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):
@@ -198,7 +195,6 @@ class JpegCompression(MnistcFamily):
     description = "MNIST-C jpeg_compression: PIL JPEG at quality 100 - magnitude (0: no compression)"
     SEVERITIES = (75.0, 82.0, 85.0, 90.0, 93.0)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 99.0)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):
@@ -273,7 +269,6 @@ class Pixelate(MnistcFamily):
     description = "MNIST-C pixelate: PIL box resize to int(28 (1 - magnitude)) px and back"
     SEVERITIES = (0.4, 0.5, 0.6, 0.7, 0.75)
     default_severity = 3
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 0.95)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):
@@ -311,7 +306,6 @@ class Quantize(MnistcFamily):
     description = "MNIST-C quantize: intensities rounded to 2**(8 - magnitude) levels"
     SEVERITIES = (3.0, 4.0, 5.0, 6.0, 7.0)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 7.0)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):

@@ -78,7 +78,6 @@ class _SignedAngle(MnistcFamily):
     unit = "degrees"
     SEVERITIES = tuple(float(np.rad2deg(value)) for value in _RADIANS)
     default_severity = 2
-    default_magnitudes = (0.0, *SEVERITIES)
     random = True
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):
@@ -170,7 +169,6 @@ class MnistcScale(MnistcFamily):
     description = "MNIST-C scale: the digit shrunk about the frame centre by this percentage"
     SEVERITIES = (10.0, 20.0, 30.0, 40.0, 50.0)
     default_severity = 3
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 90.0)
 
     def sample_params(self, n, magnitude, rng, *, images=None, labels=None, draw=0):
@@ -210,7 +208,6 @@ class MnistcTranslate(MnistcFamily):
     description = "MNIST-C translate: shift by +-magnitude px along both axes (signs random)"
     SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
     default_severity = 3
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 28.0)
     random = True
 
@@ -326,7 +323,6 @@ class ElasticTransform(MnistcFamily):
     description = "MNIST-C elastic_transform: random affine map then smoothed random displacement; magnitude = severity"
     SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
     default_severity = 1
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 5.0)
     random = True
 

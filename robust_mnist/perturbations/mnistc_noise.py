@@ -78,7 +78,6 @@ class ShotNoise(MnistcFamily):
     description = "Poisson noise: Poisson(x c)/c with c = 1/magnitude photons at full intensity (MNIST-C shot_noise)"
     SEVERITIES = (1 / 60, 1 / 25, 1 / 12, 1 / 5, 1 / 3)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 1.0)
     random = True
 
@@ -127,7 +126,6 @@ class ImpulseNoise(MnistcFamily, SaltPepper):
     )
     SEVERITIES = (0.03, 0.06, 0.09, 0.17, 0.27)
     default_severity = 4
-    default_magnitudes = (0.0, *SEVERITIES)
 
 
 @register
@@ -146,7 +144,6 @@ class MnistcGaussianNoise(MnistcFamily, GaussianNoise):
     description = "additive Gaussian noise of this sd, clipped (MNIST-C gaussian_noise = gaussian_noise)"
     SEVERITIES = (0.08, 0.12, 0.18, 0.26, 0.38)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
 
 
 @register
@@ -166,7 +163,6 @@ class SpeckleNoise(MnistcFamily):
     description = "multiplicative Gaussian noise x + x N(0, sd), clipped (MNIST-C speckle_noise)"
     SEVERITIES = (0.15, 0.2, 0.35, 0.45, 0.6)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 5.0)
     random = True
 

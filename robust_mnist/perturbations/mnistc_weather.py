@@ -121,7 +121,6 @@ class Fog(MnistcFamily):
     description = "MNIST-C fog: plasma-fractal haze, then dimmed; magnitude = severity, continuous (levels 1-5 exact)"
     SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 5.0)
     random = True
 
@@ -188,7 +187,6 @@ class Spatter(MnistcFamily):
     description = "MNIST-C spatter: grey mud blobs; magnitude = severity, continuous (levels 1-5 exact)"
     SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
     default_severity = 4
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 5.0)
     random = True
     KEYS = ("loc", "scale", "sigma", "threshold", "mask_sigma", "opacity")
@@ -268,7 +266,6 @@ class Snow(MnistcFamily):
     )
     SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
     default_severity = 5
-    default_magnitudes = (0.0, *SEVERITIES)
     magnitude_range = (0.0, 5.0)
     random = True
     KEYS = ("loc", "scale", "zoom", "threshold", "blur_radius", "blur_sigma", "blend", "opacity")
