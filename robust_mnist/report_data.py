@@ -24,16 +24,7 @@ import pandas as pd
 from . import digit_metrics, metrics, morph_metrics, stats
 from .benchmark_metrics import BenchmarkScores, benchmark_corruptions, run_scores, severity_errors
 from .errors import RunDirError
-from .rundir import (
-    PROBABILITY_COLUMNS,
-    load_digits,
-    load_exemplars,
-    load_morphometrics,
-    load_refined,
-    load_results,
-    read_run_info,
-    slug,
-)
+from .rundir import PROBABILITY_COLUMNS, load_run, slug
 
 #: Bootstrap resamples behind every interval of the report.
 N_BOOT = 1000
@@ -101,13 +92,10 @@ def load_report_data(run_dir: str | os.PathLike) -> RunData:
         If ``run_dir`` is not a run directory, a file of it is damaged, or the run has no
         results yet.
     """
-    run_dir = Path(run_dir)
-    run = read_run_info(run_dir)
-    results = load_results(run_dir, RESULT_COLUMNS)
+    stored = load_run(run_dir, RESULT_COLUMNS)  # each file read once
+    run_dir, run, results, exemplars, digits = stored.path, stored.info, stored.results, stored.exemplars, stored.digits
     if results.empty:
         raise RunDirError(f"{run_dir}: the run has no results yet (status {run.get('status')!r})")
-    digits = load_digits(run_dir)
-    exemplars = load_exemplars(run_dir)
     present = set(results["family"].unique())
     families = []
     for index, spec in enumerate(run.get("study", {}).get("perturbations", [])):
@@ -128,7 +116,7 @@ def load_report_data(run_dir: str | os.PathLike) -> RunData:
     models = [m for m in run.get("models", {}) if m in present_models]
     models += sorted(present_models - set(models))
     return RunData(run_dir, run, results, digits.images, digits.labels, digits.ids, exemplars, families,
-                   models, int(run.get("seed") or 0), load_refined(run_dir), load_morphometrics(run_dir))
+                   models, int(run.get("seed") or 0), stored.refined, stored.morphometrics)
 
 
 def nonzero(frame: pd.DataFrame) -> pd.DataFrame:

@@ -379,17 +379,22 @@ def read_results_file(
 def load_digits(run_dir: str | os.PathLike) -> Digits:
     """The clean digits of a run as stored in digits.npz."""
     run_dir = Path(run_dir)
-    arrays = _load_npz(run_dir / DIGITS_FILE)
-    for key in ("images", "labels", "ids"):
-        if key not in arrays:
-            raise RunDirError(f"{run_dir / DIGITS_FILE}: has no {key!r} array; run the study again with --force")
-    return Digits(arrays["images"], arrays["labels"], arrays["ids"], read_run_info(run_dir).get("data", {}))
+    return _digits(run_dir, _load_npz(run_dir / DIGITS_FILE), read_run_info(run_dir))
 
 
 def load_morphometrics(run_dir: str | os.PathLike) -> pd.DataFrame | None:
     """The clean digits' thickness and slant (one row per digit), or None for an older run."""
-    path = Path(run_dir) / DIGITS_FILE
-    arrays = _load_npz(path)
+    return _morphometrics(_load_npz(Path(run_dir) / DIGITS_FILE))
+
+
+def _digits(run_dir: Path, arrays: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> Digits:
+    for key in ("images", "labels", "ids"):
+        if key not in arrays:
+            raise RunDirError(f"{run_dir / DIGITS_FILE}: has no {key!r} array; run the study again with --force")
+    return Digits(arrays["images"], arrays["labels"], arrays["ids"], info.get("data", {}))
+
+
+def _morphometrics(arrays: Mapping[str, np.ndarray]) -> pd.DataFrame | None:
     if not all(name in arrays for name in MORPHOMETRICS):
         return None
     return pd.DataFrame({name: np.asarray(arrays[name], np.float64) for name in MORPHOMETRICS})
@@ -463,14 +468,15 @@ def load_run(run_dir: str | os.PathLike, columns: Sequence[str] | None = None) -
     """
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
+    digit_arrays = _load_npz(run_dir / DIGITS_FILE)  # once: the digits and their morphometrics
     return Run(
         path=run_dir,
         info=info,
         results=load_results(run_dir, columns),
-        digits=load_digits(run_dir),
+        digits=_digits(run_dir, digit_arrays, info),
         exemplars=load_exemplars(run_dir),
         refined=load_refined(run_dir),
-        morphometrics=load_morphometrics(run_dir),
+        morphometrics=_morphometrics(digit_arrays),
     )
 
 
