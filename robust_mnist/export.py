@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from .backend import tensorflow_and_keras
 from .data import load_mnist, to_float
 from .errors import InvalidArgumentError, ModelError
 from .onnx_model import load_onnx_classifier
+from .rundir import write_bytes_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -385,12 +385,5 @@ def _versions() -> dict[str, str]:
 
 
 def _write_json_atomically(path: Path, content: dict[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as handle:
-        temporary = Path(handle.name)
-        handle.write(json.dumps(content, indent=2) + "\n")
-    try:
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    text = json.dumps(content, indent=2) + "\n"
+    write_bytes_atomically(path, lambda handle: handle.write(text.encode()))

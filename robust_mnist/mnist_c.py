@@ -49,6 +49,7 @@ from . import perturbations
 from .data import Mnist, load_mnist, to_float
 from .errors import InvalidArgumentError, RobustMnistError
 from .perturbations import mnistc
+from .rundir import write_bytes_atomically
 from .severities import published
 
 #: The corruptions of MNIST-C's published set, as it names them, in its order.
@@ -315,26 +316,7 @@ def _sha256(path: Path) -> str:
 
 
 def write_atomically(path: Path, write: Callable[[Any], None]) -> str:
-    """Write through ``write(handle)`` to a temporary file, fsync it and rename it over ``path``.
-
-    Returns
-    -------
-    str
-        The SHA-256 of the bytes written.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        checksum = _sha256(temporary)
-        os.replace(temporary, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return checksum
+    """Write through ``write(handle)`` atomically (:func:`robust_mnist.rundir.write_bytes_atomically`:
+    a temporary file, fsync, rename) and return the SHA-256 of the file written."""
+    write_bytes_atomically(path, write)
+    return _sha256(path)
