@@ -229,18 +229,35 @@ def cached_onnx_export(
     onnx_path = export_cache_path(model_path)
     _check_paths(model_path, onnx_path)
     models.check_trusted(model_path, trust_model)
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    keras_sha256 = models.file_checksum(model_path)
-    if _cache_is_current(onnx_path, keras_sha256):
+    if _cache_is_current(onnx_path, models.file_checksum(model_path)):
         logger.debug("reusing the ONNX export %s of %s", onnx_path, model_path)
         return onnx_path
     logger.info("exporting %s to ONNX (once; cached as %s)", model_path, onnx_path)
     # Checked above already: export_onnx need not warn about a foreign file a second time.
-    check = export_onnx(model_path, onnx_path, trust_model=True, n_digits=n_digits, tolerance=tolerance)
+    export_with_record(model_path, onnx_path, trust_model=True, n_digits=n_digits, tolerance=tolerance)
+    return onnx_path
+
+
+def export_with_record(
+    model_path: str | os.PathLike,
+    onnx_path: str | os.PathLike,
+    trust_model: bool = False,
+    n_digits: int = EXPORT_CHECK_DIGITS,
+    tolerance: float = TOLERANCE,
+) -> ExportCheck:
+    """:func:`export_onnx`, then the record of the export beside it (:func:`sidecar_path`): the
+    sha256 of both files, the check's figures and the library versions.
+
+    With the record, :func:`cached_onnx_export` reuses the export for as long as neither file
+    changes (how the bundled models' exports ship).
+    """
+    model_path, onnx_path = Path(model_path), Path(onnx_path)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    check = export_onnx(model_path, onnx_path, trust_model=trust_model, n_digits=n_digits, tolerance=tolerance)
     record = {
         "format": SIDECAR_FORMAT,
         "keras_file": model_path.name,
-        "keras_sha256": keras_sha256,
+        "keras_sha256": models.file_checksum(model_path),
         "onnx_file": onnx_path.name,
         "onnx_sha256": models.file_checksum(onnx_path),
         "check": {
@@ -253,17 +270,21 @@ def cached_onnx_export(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     _write_json_atomically(sidecar_path(onnx_path), record)
-    return onnx_path
+    return check
 
 
 def export_cache_path(model_path: str | os.PathLike) -> Path:
     """Where :func:`cached_onnx_export` keeps a model's export: ``<stem>.onnx`` beside the
-    ``.keras`` file, or, for a model bundled with the package (whose folder may be read-only
-    and is not the user's), ``$ROBUST_MNIST_HOME/bundled-exports/<stem>.onnx``."""
+    ``.keras`` file. A model bundled with the package ships its export beside it (made by
+    :func:`cached_onnx_export` when the zoo was built, so no study needs TensorFlow to run it
+    on ONNX Runtime); should that export not match the ``.keras`` file, the export goes to
+    ``$ROBUST_MNIST_HOME/bundled-exports/<stem>.onnx`` (the package folder may be read-only
+    and is not the user's)."""
     model_path = Path(model_path)
-    if is_bundled(model_path):
-        return models.home() / "bundled-exports" / f"{model_path.stem}.onnx"
-    return model_path.with_suffix(".onnx")
+    shipped = model_path.with_suffix(".onnx")
+    if is_bundled(model_path) and not _cache_is_current(shipped, models.file_checksum(model_path)):
+        return models.home() / "bundled-exports" / shipped.name
+    return shipped
 
 
 def sidecar_path(onnx_path: str | os.PathLike) -> Path:

@@ -1,9 +1,9 @@
 """The trained models bundled with the package (robust_mnist/zoo/): their records, how they are
 found (the user's retrained copy first, then the bundled one, never training on first use),
-their trust and where their ONNX exports go.
+their trust, and the ONNX exports they ship with (what a study runs by default).
 
-Only the accuracy check imports TensorFlow (marked ``tf``): it predicts the 10,000 MNIST test
-digits with each bundled model.
+Only the Keras accuracy check imports TensorFlow (marked ``tf``): it predicts the 10,000 MNIST
+test digits with each bundled model; the exports are checked the same way on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -79,12 +79,40 @@ def test_the_users_retrained_model_wins_and_retrain_writes_the_cache_only(monkey
     assert models.file_checksum(bundled.ZOO_DIR / "article-seed0.keras") == before
 
 
-def test_the_onnx_export_of_a_bundled_model_goes_to_the_users_cache(tmp_path):
+def test_a_bundled_model_runs_on_the_onnx_export_it_ships_with(tmp_path):
     keras_path = bundled.ZOO_DIR / "article-seed0.keras"
-    assert export.export_cache_path(keras_path) == tmp_path / "home" / "bundled-exports" / "article-seed0.onnx"
+    assert export.export_cache_path(keras_path) == bundled.ZOO_DIR / "article-seed0.onnx"
+    # Reused as it is: nothing exported, nothing written into the user's cache.
+    assert export.cached_onnx_export(keras_path) == bundled.ZOO_DIR / "article-seed0.onnx"
+    assert not (tmp_path / "home").exists()
     elsewhere = tmp_path / "mine.keras"
     elsewhere.write_bytes(b"x")
     assert export.export_cache_path(elsewhere) == tmp_path / "mine.onnx"
+
+
+def test_a_bundled_models_export_that_does_not_match_it_is_made_again_in_the_users_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "_cache_is_current", lambda onnx_path, keras_sha256: False)
+    keras_path = bundled.ZOO_DIR / "article-seed0.keras"
+    assert export.export_cache_path(keras_path) == tmp_path / "home" / "bundled-exports" / "article-seed0.onnx"
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda path: path.stem)
+def test_each_bundled_export_is_recorded_against_its_keras_file(path):
+    onnx_path = path.with_suffix(".onnx")
+    record = json.loads(export.sidecar_path(onnx_path).read_text())
+    assert record["keras_sha256"] == models.file_checksum(path)
+    assert record["onnx_sha256"] == models.file_checksum(onnx_path)
+    assert record["check"]["n_digits"] == 10_000
+    assert record["check"]["max_abs_diff"] <= 1e-5
+    assert record["check"]["argmax_agreements"] == 10_000
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda path: path.stem)
+def test_each_bundled_export_has_its_models_recorded_test_accuracy(path, mnist):
+    record = json.loads(models.record_path(path).read_text())
+    probabilities = models.load_classifier(path.with_suffix(".onnx")).predict_proba(to_float(mnist.x_test))
+    correct = int(np.sum(probabilities.argmax(axis=1) == mnist.y_test))
+    assert correct == round(record["test_accuracy"] * len(mnist.y_test))
 
 
 @pytest.mark.tf

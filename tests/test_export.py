@@ -81,6 +81,11 @@ def test_cli_prints_the_check_on_the_test_digits(tiny_model, tmp_path, capsys):
     assert "same argmax on 10,000 of 10,000 test digits (100.00%)" in printed.out
     assert "max |Δp|" in printed.out and out.is_file()
     assert "tf2onnx" not in printed.err and "Saved artifact" not in printed.out + printed.err
+    # The record beside the export makes it reusable as the model's cached export.
+    record = json.loads(export.sidecar_path(out).read_text())
+    assert record["check"]["argmax_agreements"] == 10_000 and record["check"]["max_abs_diff"] <= 1e-5
+    assert record["keras_sha256"] == models.file_checksum(tiny_model[0])
+    assert record["onnx_sha256"] == models.file_checksum(out)
 
 
 @pytest.mark.tf

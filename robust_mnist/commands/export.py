@@ -1,7 +1,8 @@
 """``robust-mnist export``: export a Keras model of this tool to ONNX, checked on the test digits.
 
-The work is :func:`robust_mnist.export.export_onnx`; this module parses the arguments and
-prints where the export went and how closely it reproduces the model.
+The work is :func:`robust_mnist.export.export_with_record` (the export, then its record beside
+it); this module parses the arguments and prints where the export went and how closely it
+reproduces the model.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_onnx
+    from ..export import export_with_record, sidecar_path
 
-    check = export_onnx(args.model, args.out, trust_model=args.trust_model)
+    check = export_with_record(args.model, args.out, trust_model=args.trust_model)
     print(f"{check.onnx_path}: exported from {check.keras_path}")
     print(f"equivalence: {check.describe()}")
+    print(f"record: {sidecar_path(check.onnx_path)}")
     return 0

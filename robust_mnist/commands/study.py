@@ -39,9 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--engine", choices=("keras", "onnx"), default=None,
-        help="what runs Keras models: TensorFlow (keras, the default), or ONNX Runtime on the "
-        "model's export, made once beside it and checked equal to 1e-5 (onnx); .onnx model "
-        "files always run on ONNX Runtime",
+        help="what runs Keras models: ONNX Runtime on the model's export (onnx, the default: "
+        "the bundled models ship theirs; another model's is made once beside it and checked "
+        "equal to 1e-5), or TensorFlow (keras); .onnx model files always run on ONNX Runtime",
     )
     parser.add_argument(
         "--retrain", action="store_true",

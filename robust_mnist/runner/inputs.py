@@ -199,7 +199,7 @@ ModelLoader = Callable[[ModelSpec], LoadedModel]
 #: How a Keras model (an ``arch`` or a ``.keras`` file) runs: its own TensorFlow adapter, or
 #: ONNX Runtime on its export (cached beside it, checked equal to 1e-5 when made).
 ENGINES = ("keras", "onnx")
-DEFAULT_ENGINE = "keras"
+DEFAULT_ENGINE = "onnx"
 
 
 def load_model(model: ModelSpec, engine: str = DEFAULT_ENGINE, retrain: bool | None = None) -> LoadedModel:
