@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "consolidate_s": round(recorder.stages.get("writing results.parquet", 0.0), 2),
         "exemplars_s": round(recorder.stages.get("writing exemplars.npz", 0.0), 2),
         "summary_s": round(summary_seconds, 2),
+        "stages_s": {stage: round(seconds, 2) for stage, seconds in recorder.stages.items()},
         "pipeline_per_s": round(pipeline),
         "bare_predict_per_s_before": round(bare_before),
         "bare_predict_per_s_after": round(bare_after),

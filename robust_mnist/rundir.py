@@ -223,12 +223,17 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _result_tables(run_dir: Path, run_info: dict[str, Any], missing_ok: bool) -> Iterator[pa.Table]:
-    """The results in table order, one piece per (model, cell), with one shared schema."""
+def _result_tables(
+    run_dir: Path, run_info: dict[str, Any], missing_ok: bool, families: Sequence[str] | None = None
+) -> Iterator[pa.Table]:
+    """The results in table order, one piece per (model, cell), with one shared schema (of
+    the cells of ``families`` only, when given)."""
     spec_hash = run_info["spec_hash"]
     present: list[tuple[str, Path, int]] = []
     param_columns: list[str] = []
     for entry in run_info["cells"]:
+        if families is not None and entry["family"] not in families:
+            continue
         key, rows = entry["key"], int(entry["rows"])
         path = cell_path(run_dir, key)
         if not path.is_file():
@@ -362,6 +367,20 @@ def load_results(
     if columns is not None:
         frame = frame[[c for c in columns if c in frame.columns]]
     return frame
+
+
+def read_cells(run_dir: str | os.PathLike, run_info: dict[str, Any], families: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``families`` straight from their cell files, in table order, as
+    :func:`read_results_file` would read them once results.parquet is written (with only
+    these families' parameter columns): how the runner refines a sweep while others run.
+
+    Raises
+    ------
+    RunDirError
+        Naming a missing or incomplete cell.
+    """
+    tables = list(_result_tables(Path(run_dir), run_info, missing_ok=False, families=families))
+    return pa.concat_tables(tables).to_pandas()
 
 
 def read_results_file(

@@ -1,14 +1,16 @@
 """Refining critical magnitudes by bisection with the model, between the grid points of a sweep.
 
-The only part of the tool that calls a model after the cells are computed: for the sweeps a
-study marks ``refine = k``, each digit's flip point is bisected ``k`` times between the last
-grid point where its prediction held and the first where it changed. The result goes to
-refined.parquet, which :func:`robust_mnist.digit_metrics.critical_magnitudes` reads.
+The only part of the tool that calls a model besides the cells: for the sweeps a study marks
+``refine = k``, each digit's flip point is bisected ``k`` times between the last grid point
+where its prediction held and the first where it changed. The runner refines each sweep as soon
+as its cells are on disk (:func:`refine_from_cells`), while the others are computed. The result
+goes to refined.parquet, which :func:`robust_mnist.digit_metrics.critical_magnitudes` reads.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,17 +20,23 @@ from ..digit_metrics import critical_magnitudes
 from ..classifier import Classifier
 from ..data import to_float
 from ..rundir import CLEAN, Digits
-from ..study import StudySpec
+from ..study import PerturbationSpec, StudySpec
 from .cells import predict
 
 
-def write_refined(run_dir: Path, spec: StudySpec, digits: Digits, classifiers: dict[str, Classifier]) -> None:
-    """Refine the sweeps that ask for it from the run's results; write refined.parquet."""
-    labels = [sweep.label for sweep in spec.perturbations if sweep.refine]
-    # Only the refined sweeps and the clean rows: the whole table can be large.
-    results = rundir.read_results_file(run_dir, families=[CLEAN, *labels])
-    table = refine_critical(results, spec, digits, classifiers)
-    rundir.write_frame_atomically(table, Path(run_dir) / rundir.REFINED_FILE)
+def refine_from_cells(
+    run_dir: Path, run_info: dict[str, Any], sweep: PerturbationSpec, digits: Digits,
+    classifiers: dict[str, Classifier],
+) -> list[pd.DataFrame]:
+    """:func:`refine_sweep` on the sweep's cells as they are on disk (with the clean cell),
+    so that a sweep is refined as soon as its cells are computed, while others still run."""
+    results = rundir.read_cells(run_dir, run_info, [CLEAN, sweep.label])
+    return refine_sweep(sweep, results, digits, classifiers)
+
+
+def write_refined(run_dir: Path, parts: list[list[pd.DataFrame]]) -> None:
+    """refined.parquet: the tables of :func:`refine_sweep`, sweep after sweep in study order."""
+    rundir.write_frame_atomically(_refined_frame(parts), Path(run_dir) / rundir.REFINED_FILE)
 
 
 def refine_critical(
@@ -66,27 +74,41 @@ def refine_critical(
         (signed magnitudes; ``high`` is the refined critical magnitude), for the ``refined``
         argument of :func:`robust_mnist.digit_metrics.critical_magnitudes`.
     """
+    return _refined_frame([
+        refine_sweep(sweep, results, digits, classifiers) for sweep in spec.perturbations if sweep.refine
+    ])
+
+
+def refine_sweep(
+    sweep: PerturbationSpec, results: pd.DataFrame, digits: Digits, classifiers: dict[str, Classifier]
+) -> list[pd.DataFrame]:
+    """One sweep's part of :func:`refine_critical`: a table per model.
+
+    ``results`` needs the sweep's rows and the clean ones (other rows are ignored).
+    """
+    perturbation = sweep.make()
+    rows = results.loc[results["family"].isin([sweep.label, CLEAN])]
+    grid = critical_magnitudes(rows)
+    grid = grid.loc[grid["family"] == sweep.label].dropna(subset=["signed_magnitude"])
     parts = []
-    for sweep in spec.perturbations:
-        if not sweep.refine:
-            continue
-        perturbation = sweep.make()
-        rows = results.loc[results["family"].isin([sweep.label, CLEAN])]
-        grid = critical_magnitudes(rows)
-        grid = grid.loc[grid["family"] == sweep.label].dropna(subset=["signed_magnitude"])
-        for model, flipping in grid.groupby("model", sort=False):
-            image = flipping["image"].to_numpy(np.int64)
-            clean = to_float(digits.images[image])
-            low, high = _bisect(
-                perturbation, clean, digits.labels[image], flipping["clean_pred"].to_numpy(),
-                flipping["bracket_magnitude"].to_numpy(np.float64),
-                flipping["signed_magnitude"].to_numpy(np.float64),
-                classifiers[model], sweep.refine,
-            )
-            parts.append(pd.DataFrame({"model": model, "family": sweep.label, "image": image,
-                                       "low": low, "high": high}))
+    for model, flipping in grid.groupby("model", sort=False):
+        image = flipping["image"].to_numpy(np.int64)
+        clean = to_float(digits.images[image])
+        low, high = _bisect(
+            perturbation, clean, digits.labels[image], flipping["clean_pred"].to_numpy(),
+            flipping["bracket_magnitude"].to_numpy(np.float64),
+            flipping["signed_magnitude"].to_numpy(np.float64),
+            classifiers[model], sweep.refine,
+        )
+        parts.append(pd.DataFrame({"model": model, "family": sweep.label, "image": image,
+                                   "low": low, "high": high}))
+    return parts
+
+
+def _refined_frame(parts: list[list[pd.DataFrame]]) -> pd.DataFrame:
+    tables = [table for sweep_parts in parts for table in sweep_parts]
     columns = {"model": "object", "family": "object", "image": "int64", "low": "float64", "high": "float64"}
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns)).astype(columns)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(columns)).astype(columns)
 
 
 def _bisect(perturbation, clean, labels, clean_pred, low, high, classifier, steps):

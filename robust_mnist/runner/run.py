@@ -16,7 +16,9 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -46,7 +48,7 @@ from .inputs import (
     load_study_digits,
     spec_subsets,
 )
-from .refine import write_refined
+from .refine import refine_from_cells, write_refined
 
 logger = logging.getLogger(__name__)
 
@@ -256,29 +258,43 @@ def run_study(
             run_info["resumed"] = [*existing.get("resumed", []), rundir.now()]
             run_info["compute_seconds"] = existing.get("compute_seconds", 0.0)
         previous_seconds = run_info["compute_seconds"]
-        if existing is None or not (run_dir / rundir.DIGITS_FILE).is_file():
-            progress.stage("measuring the digits' stroke thickness and slant")
-            rundir.save_npz_atomically(
-                run_dir / rundir.DIGITS_FILE,
-                {"images": digits.images, "labels": digits.labels, "ids": digits.ids,
-                 **digit_morphometrics(digits.images)},
-            )
         rundir.write_run_info(run_dir, run_info)
 
         # compute_seconds adds up the sessions' computing time (not loading or training models).
         computing_since = time.perf_counter()
+        # Side work runs on a thread of its own, where the cells leave a core idle: the digits'
+        # morphometrics (digits.npz), then each refined sweep as soon as its cells are on disk,
+        # while the other cells are computed; the exemplars while results.parquet is written.
+        side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robust-mnist-side")
+        classifiers = {name: model.classifier for name, model in loaded.items()}
+        refining: dict[str, Future] = {}
+
+        def family_done(label: str) -> None:
+            sweep = next(sweep for sweep in spec.perturbations if sweep.label == label)
+            if sweep.refine:
+                refining[label] = side.submit(refine_from_cells, run_dir, run_info, sweep, digits, classifiers)
+
         try:
+            digits_written = None
+            if existing is None or not (run_dir / rundir.DIGITS_FILE).is_file():
+                digits_written = side.submit(_write_digits, run_dir, digits)
             computed, evaluations = _compute_cells(
-                spec, spec_hash, run_dir, cells, digits, subsets, loaded, chunk_size, progress, executor
+                spec, spec_hash, run_dir, cells, digits, subsets, loaded, chunk_size, progress, executor,
+                family_done,
             )
+            if digits_written is not None:
+                digits_written.result()
+            exemplars_written = side.submit(write_exemplars, run_dir, spec, run_info)
             progress.stage("writing results.parquet")
             rundir.write_results(run_dir, run_info)
-            progress.stage("writing exemplars.npz")
-            write_exemplars(run_dir, spec, run_info)
-            if any(sweep.refine for sweep in spec.perturbations):
+            if refining:
                 progress.stage("refining critical magnitudes")
-                write_refined(run_dir, spec, digits, {name: model.classifier for name, model in loaded.items()})
+                write_refined(run_dir, [refining[sweep.label].result() for sweep in spec.perturbations if sweep.refine])
+            progress.stage("writing exemplars.npz")
+            exemplars_written.result()
         except BaseException as error:
+            # Whatever side work has started ends before the run's status is written.
+            side.shutdown(wait=True, cancel_futures=True)
             run_info["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             if not isinstance(error, KeyboardInterrupt):
                 run_info["error"] = f"{type(error).__name__}: {error}"
@@ -286,6 +302,8 @@ def run_study(
             with contextlib.suppress(Exception):
                 rundir.write_run_info(run_dir, run_info)
             raise
+        finally:
+            side.shutdown(wait=True, cancel_futures=True)
         run_info.pop("error", None)
         run_info["status"] = "complete"
         run_info["finished"] = rundir.now()
@@ -296,6 +314,14 @@ def run_study(
         time.perf_counter() - started_clock,
     )
 
+
+def _write_digits(run_dir: Path, digits: Digits) -> None:
+    """digits.npz: the study's digits with their stroke thickness and slant."""
+    rundir.save_npz_atomically(
+        run_dir / rundir.DIGITS_FILE,
+        {"images": digits.images, "labels": digits.labels, "ids": digits.ids,
+         **digit_morphometrics(digits.images)},
+    )
 
 
 def _compute_cells(
@@ -309,8 +335,13 @@ def _compute_cells(
     chunk_size: int,
     progress: Progress,
     executor: Executor,
+    family_done: Callable[[str], None],
 ) -> tuple[int, int]:
-    """Compute and write every cell not validly on disk; return (cells, evaluations) computed."""
+    """Compute and write every cell not validly on disk; return (cells, evaluations) computed.
+
+    ``family_done(label)`` is called once per perturbation spec, as soon as all its cells
+    (and the clean one) are on disk.
+    """
     n_models = len(loaded)
     rows = {cell: n_models * _cell_images(cell, digits, subsets) for cell in cells}
     pending = []
@@ -336,10 +367,17 @@ def _compute_cells(
     }
     # Cells come back in completion order; each is written as it arrives.
     jobs = [cell for cell in pending if cell.label != CLEAN]
+    missing = Counter(cell.label for cell in jobs)
+    for sweep in spec.perturbations:
+        if not missing[sweep.label]:
+            family_done(sweep.label)
     for cell, table in compute_cells(executor, spec, digits, subsets, loaded, clean_pred, jobs, chunk_size):
         progress.cell_started(cell, rows[cell])
         progress.advance(rows[cell])
         _finish_cell(run_dir, table, cell, spec_hash, progress)
+        missing[cell.label] -= 1
+        if not missing[cell.label]:
+            family_done(cell.label)
     return len(pending), sum(rows[cell] for cell in pending)
 
 
