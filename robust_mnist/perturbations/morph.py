@@ -256,6 +256,14 @@ _FIELDS: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _FIELDS_LOCK = threading.Lock()
 
 
+def clear_caches() -> None:
+    """Forget the default target pool and the cached flow fields (a few hundred MB after a
+    study): what the next morph needs is made again."""
+    default_pool.cache_clear()
+    with _FIELDS_LOCK:
+        _FIELDS.clear()
+
+
 def flow_fields(sources: np.ndarray, targets: np.ndarray, keys: list[tuple] | None = None) -> np.ndarray:
     """Displacement field from each source to its target, ``T(x + f(x)) ~ S(x)``.
 
