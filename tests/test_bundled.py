@@ -146,3 +146,10 @@ def test_study_retrain_flag_reaches_the_loader_and_the_recorded_command(monkeypa
     with pytest.raises(Stop):
         cli.main(["study", str(STUDIES / "quick.toml"), "--quiet"])
     assert seen["retrain"] is False and "--retrain" not in seen["command"]
+
+
+def test_the_package_stays_under_the_wheels_40_mb():
+    # Everything under robust_mnist/ (the wheel holds no more, and compresses some of it).
+    package = bundled.ZOO_DIR.parent
+    size = sum(path.stat().st_size for path in package.rglob("*") if path.is_file() and "__pycache__" not in path.parts)
+    assert size < 40e6, f"the package's files add up to {size / 1e6:.1f} MB"
