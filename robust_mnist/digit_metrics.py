@@ -31,7 +31,7 @@ from .metrics import (
     probability_matrix,
     sweeps_for,
 )
-from .stats import correlation_ci, grouped_bootstrap_ci
+from .stats import grouped_bootstrap_ci, grouped_correlation_ci
 
 def _cells(sweeps: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Per (model, family, image, magnitude): the mean of ``columns`` over draws."""
@@ -43,7 +43,7 @@ def _cells(sweeps: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def swing(results: pd.DataFrame, sweeps: pd.DataFrame | None = None) -> pd.DataFrame:
+def swing(results: pd.DataFrame, sweeps: pd.DataFrame | None = None, total_variation: bool = True) -> pd.DataFrame:
     """Per digit and family: how far the probabilities move along the family's sweep.
 
     With the sweep ordered by magnitude and including the clean prediction (magnitude 0), and
@@ -65,43 +65,58 @@ def swing(results: pd.DataFrame, sweeps: pd.DataFrame | None = None) -> pd.DataF
     sweeps : DataFrame, optional
         ``family_sweeps(results)`` (all columns, or at least the ones used here), when the
         caller already has it for several metrics; computed here otherwise.
+    total_variation : bool
+        Whether to compute ``total_variation`` (most of the cost: it averages every
+        probability over the draws).
 
     Returns
     -------
     DataFrame
         One row per (model, family, image), sorted: ``model, family, image, label,
         clean_pred, n_magnitudes, p_true_min, p_true_max, swing, total_variation, flip_rate,
-        accuracy`` (the last two NaN when the sweep has no non-zero magnitude).
+        accuracy`` (the last two NaN when the sweep has no non-zero magnitude; no
+        ``total_variation`` without ``total_variation``).
     """
     check_results(results)
-    return _swing(sweeps_for(results, sweeps, SWING_COLUMNS))
+    return _swing(sweeps_for(results, sweeps, SWING_COLUMNS), total_variation)
 
 
-def _swing(sweeps: pd.DataFrame) -> pd.DataFrame:
-    """:func:`swing` of the rows of :func:`family_sweeps` (with ``SWING_COLUMNS``)."""
+def _sweep_cells(sweeps: pd.DataFrame, total_variation: bool = True) -> pd.DataFrame:
+    """Per digit and magnitude of :func:`family_sweeps`' rows: ``label``, ``clean_pred``,
+    ``p_true``, ``correct``, ``flipped`` averaged over the draws, and with ``total_variation``
+    the probabilities too and ``tv_step``, the step from the previous magnitude."""
     sweeps = sweeps.assign(
         correct=(sweeps["pred"] == sweeps["label"]).astype(np.float64),
         flipped=(sweeps["pred"] != sweeps["clean_pred"]).astype(np.float64),
     )
-    cells = _cells(sweeps, ["label", "clean_pred", "p_true", "correct", "flipped", *PROBABILITY_COLUMNS])
-    codes = cells.groupby(DIGIT, sort=True).ngroup().to_numpy()
-    p = probability_matrix(cells)
-    step = 0.5 * np.abs(np.diff(p, axis=0)).sum(axis=1)
-    cells["tv_step"] = np.r_[0.0, np.where(codes[1:] == codes[:-1], step, 0.0)]
+    probabilities = PROBABILITY_COLUMNS if total_variation else []
+    cells = _cells(sweeps, ["label", "clean_pred", "p_true", "correct", "flipped", *probabilities])
+    if total_variation:
+        codes = cells.groupby(DIGIT, sort=True).ngroup().to_numpy()
+        p = probability_matrix(cells)
+        step = 0.5 * np.abs(np.diff(p, axis=0)).sum(axis=1)
+        cells["tv_step"] = np.r_[0.0, np.where(codes[1:] == codes[:-1], step, 0.0)]
+    return cells
+
+
+def _swing(sweeps: pd.DataFrame, total_variation: bool = True, cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:func:`swing` of the rows of :func:`family_sweeps` (with ``SWING_COLUMNS``), or of
+    their :func:`_sweep_cells` when the caller has them."""
+    cells = _sweep_cells(sweeps, total_variation) if cells is None else cells
     nonzero = cells["magnitude"] != 0
-    cells["correct"] = cells["correct"].where(nonzero)
-    cells["flipped"] = cells["flipped"].where(nonzero)
+    cells = cells.assign(correct=cells["correct"].where(nonzero), flipped=cells["flipped"].where(nonzero))
+    path = {"total_variation": ("tv_step", "sum")} if "tv_step" in cells else {}
     table = cells.groupby(DIGIT, sort=True).agg(
         label=("label", "first"),
         clean_pred=("clean_pred", "first"),
         n_magnitudes=("magnitude", "size"),
         p_true_min=("p_true", "min"),
         p_true_max=("p_true", "max"),
-        total_variation=("tv_step", "sum"),
+        **path,
         flip_rate=("flipped", "mean"),
         accuracy=("correct", "mean"),
     ).reset_index()
-    table.insert(table.columns.get_loc("total_variation"), "swing", table["p_true_max"] - table["p_true_min"])
+    table.insert(table.columns.get_loc("p_true_max") + 1, "swing", table["p_true_max"] - table["p_true_min"])
     return table.astype({"label": np.int64, "clean_pred": np.int64, "n_magnitudes": np.int64})
 
 
@@ -187,7 +202,7 @@ def _critical(sweeps: pd.DataFrame, rule: str, refined: pd.DataFrame | None = No
     digits = sweeps.groupby(DIGIT, sort=True).agg(
         label=("label", "first"), clean_pred=("clean_pred", "first")
     ).reset_index()
-    sweeps = sweeps.loc[sweeps["magnitude"] != 0]
+    sweeps = sweeps.loc[sweeps["magnitude"] != 0, DIGIT + ["magnitude", "pred", "clean_pred"]]
     cells = sweeps.assign(flipped=(sweeps["pred"] != sweeps["clean_pred"]).astype(np.float64))
     cells = cells.groupby(DIGIT + ["magnitude"], sort=True)["flipped"].mean().reset_index()
     cells["size"] = cells["magnitude"].abs()
@@ -242,6 +257,7 @@ def critical_summary(
     seed: int = 0,
     n_boot: int = 1000,
     level: float = 0.95,
+    flipped_fraction: bool = True,
 ) -> pd.DataFrame:
     """Median critical magnitude (inf-aware) per family or per family and class.
 
@@ -258,19 +274,23 @@ def critical_summary(
         Per model and family, or per model, family and true class (``label``).
     seed, n_boot, level
         Bootstrap over digits.
+    flipped_fraction : bool
+        Whether to compute ``flipped_fraction`` (a bootstrap of its own).
 
     Returns
     -------
     DataFrame
         ``model, family[, label], n_digits, critical_magnitude, critical_magnitude_low,
-        critical_magnitude_high, flipped_fraction, flipped_fraction_low,
-        flipped_fraction_high``.
+        critical_magnitude_high`` and, with ``flipped_fraction``, ``flipped_fraction,
+        flipped_fraction_low, flipped_fraction_high``.
     """
     groups = {"family": ["model", "family"], "class": ["model", "family", "label"]}
     if by not in groups:
         raise ValueError(f"by {by!r} is not supported; use one of {tuple(groups)}")
-    critical = critical.assign(flipped_fraction=np.isfinite(critical["critical_magnitude"]).astype(np.float64))
     median = grouped_bootstrap_ci(critical, groups[by], "critical_magnitude", "median", n_boot, level, seed)
+    if not flipped_fraction:
+        return median
+    critical = critical.assign(flipped_fraction=np.isfinite(critical["critical_magnitude"]).astype(np.float64))
     flipped = grouped_bootstrap_ci(critical, groups[by], "flipped_fraction", "mean", n_boot, level, seed)
     return median.merge(flipped.drop(columns="n_digits"), on=groups[by])
 
@@ -418,15 +438,11 @@ def instability_correlation(
     name, values = _covariate(results, covariate)
     swing_table = swing(results) if swing_table is None else swing_table
     digits = swing_table.merge(values, on=["model", "image"])
-    records = []
-    for (model, family), group in digits.groupby(["model", "family"], sort=True):
-        estimate, low, high = correlation_ci(group[instability], group[name], method, n_boot, level, seed)
-        records.append((model, family, name, instability, method, len(group), estimate, low, high))
-    return pd.DataFrame(
-        records,
-        columns=["model", "family", "covariate", "instability", "method", "n_digits",
-                 "correlation", "correlation_low", "correlation_high"],
-    )
+    table = grouped_correlation_ci(digits, ["model", "family"], instability, name, method, n_boot, level, seed)
+    return table.assign(covariate=name, instability=instability, method=method)[
+        ["model", "family", "covariate", "instability", "method", "n_digits",
+         "correlation", "correlation_low", "correlation_high"]
+    ]
 
 
 def pooled_instability(
@@ -474,20 +490,27 @@ def pooled_instability(
     values = {"margin": clean.loc[(clean["model"] == model).to_numpy()].set_index("image")["margin"]}
     if morphometrics is not None:
         values.update(thickness=morphometrics["thickness"], slant=morphometrics["slant"])
-    result = []
+    frames = {}
     for name in POOLED_COVARIATES:
-        if name not in values:
-            continue
-        frame = pooled.assign(value=values[name].reindex(pooled.index)).dropna()
-        if len(frame) < 3:
-            continue
+        if name in values:
+            frame = pooled.assign(value=values[name].reindex(pooled.index)).dropna()
+            if len(frame) >= 3:
+                frames[name] = frame
+    if not frames:
+        return []
+    # The covariates' correlations at once: they share their resamples and the swing's ranks.
+    together = pd.concat(frames, names=["covariate"]).reset_index(level="covariate")
+    rho = grouped_correlation_ci(together, "covariate", "swing", "value", "spearman", n_boot, seed=seed)
+    rho = rho.set_index("covariate")
+    result = []
+    for name, frame in frames.items():
         frame["bin"] = quantile_bins(frame["value"], bins)
         strata = grouped_bootstrap_ci(frame, "bin", ["swing", "flip_rate"], "mean", n_boot, seed=seed)
         medians = frame.groupby("bin")["value"].median()
         strata["median"] = [float(medians[b]) for b in strata["bin"]]
-        rho, low, high = correlation_ci(frame["swing"], frame["value"], "spearman", n_boot, seed=seed)
-        result.append({"name": name, "strata": strata, "correlation": rho, "correlation_low": low,
-                       "correlation_high": high, "n_digits": len(frame)})
+        result.append({"name": name, "strata": strata, "correlation": float(rho.at[name, "correlation"]),
+                       "correlation_low": float(rho.at[name, "correlation_low"]),
+                       "correlation_high": float(rho.at[name, "correlation_high"]), "n_digits": len(frame)})
     return result
 
 
@@ -577,12 +600,13 @@ def summary_table(
         raise ValueError(f"rule {rule!r} is not supported; use one of {RULES}")
     check_results(results)
     sweeps = family_sweeps(results, SWING_COLUMNS)
-    cells = _cells(sweeps.assign(accuracy=(sweeps["pred"] == sweeps["label"]).astype(np.float64)), ["accuracy"])
-    accuracy = grouped_bootstrap_ci(cells, CELL, "accuracy", "mean", n_boot, level, seed)
+    cells = _sweep_cells(sweeps, total_variation=False)  # shared by the accuracy and the flip rate
+    accuracy = grouped_bootstrap_ci(cells.rename(columns={"correct": "accuracy"}), CELL, "accuracy", "mean",
+                                    n_boot, level, seed)
     is_clean = accuracy["magnitude"] == 0
     clean = accuracy.loc[is_clean].assign(metric="clean_accuracy", magnitude=np.nan)
     accuracy = accuracy.loc[~is_clean].assign(metric="accuracy")
-    digits = _swing(sweeps)
+    digits = _swing(sweeps, cells=cells)
     flips = grouped_bootstrap_ci(digits, ["model", "family"], "flip_rate", "mean", n_boot, level, seed)
     flips = flips.assign(metric="flip_rate", magnitude=np.nan)
     critical = grouped_bootstrap_ci(

@@ -4,10 +4,10 @@ This module prepares the results table (:func:`check_results`, :func:`clean_pred
 :func:`family_sweeps`) and computes the metrics of a family at each magnitude: the
 per-magnitude curves (:func:`per_magnitude`: accuracy, flips, probability change, divergence,
 entropy, calibration), ImageNet-P's :func:`flip_probability`, :func:`worst_case_accuracy` over
-the grid and the :func:`confusion` matrix. The metrics of single digits along a sweep (swing,
-critical magnitudes) and their stratification by a digit's ambiguity, shape or class are in
-:mod:`robust_mnist.digit_metrics`, morph flip points in :mod:`robust_mnist.morph_metrics`;
-both build on this module.
+the grid and the :func:`confusion` matrix (:func:`confusions` for several cells). The metrics
+of single digits along a sweep (swing, critical magnitudes) and their stratification by a
+digit's ambiguity, shape or class are in :mod:`robust_mnist.digit_metrics`, morph flip points
+in :mod:`robust_mnist.morph_metrics`; both build on this module.
 
 The input is the results table of a run (see :func:`robust_mnist.rundir.load_results`): one
 row per model, family, magnitude, image and draw, with columns ``model, family, magnitude,
@@ -46,7 +46,10 @@ import scipy.special
 
 from . import rundir
 from .rundir import CLEAN
-from .stats import bootstrap_sums, grouped_bootstrap_ci, percentile_interval
+# The calibration error is per_magnitude's; ECE_BINS and expected_calibration_error are part of
+# this module's interface too.
+from .calibration import ECE_BINS, expected_calibration_error, grouped_calibration_error  # noqa: F401
+from .stats import grouped_bootstrap_ci
 
 #: The probability-vector columns (a list: it indexes DataFrames).
 PROBABILITY_COLUMNS = list(rundir.PROBABILITY_COLUMNS)
@@ -54,8 +57,6 @@ PROBABILITY_COLUMNS = list(rundir.PROBABILITY_COLUMNS)
 REQUIRED_COLUMNS = list(rundir.BASE_COLUMNS)
 #: A wrong prediction at least this confident is an overconfident error.
 OVERCONFIDENCE = 0.9
-#: Equal-width confidence bins of the expected calibration error (Guo et al. 2017).
-ECE_BINS = 15
 #: Rules of :func:`robust_mnist.digit_metrics.critical_magnitudes` for cells with several draws.
 RULES = ("majority", "any")
 #: Ambiguity covariates computed from the clean prediction.
@@ -183,12 +184,13 @@ def family_sweeps(results: pd.DataFrame, columns: Sequence[str] | None = None) -
         dict.fromkeys(["model", "family", "magnitude", "image", "draw", *columns])
     )
     is_clean = (results["family"] == CLEAN).to_numpy()
-    perturbed = results.loc[~is_clean, keep]
-    clean = results.loc[is_clean, [c for c in keep if c != "family"]]
-    digits = perturbed[DIGIT].drop_duplicates()
-    at_zero = perturbed.loc[perturbed["magnitude"] == 0, DIGIT].drop_duplicates()
+    perturbed = np.flatnonzero(~is_clean)
+    keys = results[DIGIT].iloc[perturbed]
+    digits = keys.drop_duplicates()
+    at_zero = keys.loc[results["magnitude"].to_numpy()[perturbed] == 0].drop_duplicates()
     lacking = digits.merge(at_zero, on=DIGIT, how="left", indicator=True)
     lacking = lacking.loc[lacking["_merge"] == "left_only", DIGIT]
+    clean = results.loc[is_clean, ["model", "image"]].assign(_row=np.flatnonzero(is_clean))
     zero = lacking.merge(clean, on=["model", "image"], how="left", indicator=True)
     if (zero["_merge"] == "left_only").any():
         example = zero.loc[zero["_merge"] == "left_only"].iloc[0]
@@ -196,9 +198,20 @@ def family_sweeps(results: pd.DataFrame, columns: Sequence[str] | None = None) -
             f"no clean row for model {example['model']!r} image {example['image']}: every "
             f"perturbed digit needs its family == {CLEAN!r} row"
         )
-    zero = zero.drop(columns="_merge").assign(magnitude=0.0, draw=0)[keep]
-    sweeps = pd.concat([perturbed, zero.astype(perturbed.dtypes.to_dict())], ignore_index=True)
-    return sweeps.sort_values(["model", "family", "image", "magnitude", "draw"], kind="stable").reset_index(drop=True)
+    # Rows of the results: the perturbed ones, then the clean ones standing in as magnitude 0
+    # (family, magnitude and draw set). Sorted by their keys, then taken once: copying the
+    # table's columns is what takes the time.
+    source = np.concatenate([perturbed, zero["_row"].to_numpy(np.int64)])
+    standing_in = np.arange(len(source)) >= len(perturbed)
+    family = pd.concat([results["family"].iloc[perturbed], zero["family"]], ignore_index=True)
+    magnitude = np.where(standing_in, 0.0, results["magnitude"].to_numpy()[source])
+    draw = np.where(standing_in, 0, results["draw"].to_numpy()[source])
+    order = np.lexsort((
+        draw, magnitude, results["image"].to_numpy()[source],
+        pd.factorize(family, sort=True)[0], pd.factorize(results["model"], sort=True)[0][source],
+    ))  # stable, as sort_values(["model", "family", "image", "magnitude", "draw"], kind="stable")
+    sweeps = results[keep].take(source[order]).reset_index(drop=True)
+    return sweeps.assign(family=family.take(order).reset_index(drop=True), magnitude=magnitude[order], draw=draw[order])
 
 
 def sweeps_for(results: pd.DataFrame, sweeps: pd.DataFrame | None, columns: Sequence[str]) -> pd.DataFrame:
@@ -241,8 +254,9 @@ def _row_quantities(sweeps: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
     p_true = sweeps["p_true"].to_numpy(dtype=np.float64)
     return pd.DataFrame(
         {
-            "model": sweeps["model"].to_numpy(),
-            "family": sweeps["family"].to_numpy(),
+            # The columns themselves: through numpy, strings take a second to convert and back.
+            "model": sweeps["model"].reset_index(drop=True),
+            "family": sweeps["family"].reset_index(drop=True),
             "magnitude": sweeps["magnitude"].to_numpy(),
             "image": sweeps["image"].to_numpy(),
             "accuracy": (pred == label).astype(np.float64),
@@ -256,101 +270,6 @@ def _row_quantities(sweeps: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
         }
     )
 
-
-def _confidence_bin(confidence: np.ndarray, bins: int) -> np.ndarray:
-    """Bin ``m`` (0-based) holds confidences in ``(m / bins, (m + 1) / bins]``; 0 goes to bin 0."""
-    return np.clip(np.ceil(np.asarray(confidence, dtype=np.float64) * bins).astype(np.int64) - 1, 0, bins - 1)
-
-
-def expected_calibration_error(
-    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
-) -> float:
-    """Expected calibration error with equal-width confidence bins (Guo et al. 2017).
-
-    ``ECE = sum_m |B_m| / N * |acc(B_m) - conf(B_m)| = sum_m |sum_{i in B_m} (correct_i -
-    confidence_i)| / N``, where bin ``B_m`` holds the predictions with confidence in
-    ``((m - 1) / bins, m / bins]``, ``acc`` is the fraction correct and ``conf`` the mean
-    confidence in the bin. 0 for a perfectly calibrated model, at most 1.
-
-    Parameters
-    ----------
-    confidence : (N,) array_like of float in [0, 1]
-        The predicted class's probability (``p_pred``).
-    correct : (N,) array_like of bool
-    bins : int
-
-    Returns
-    -------
-    float
-        NaN for no predictions.
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    if confidence.shape != correct.shape or confidence.ndim != 1:
-        raise ValueError(
-            f"confidence and correct must be aligned 1-D arrays; got {confidence.shape}, {correct.shape}"
-        )
-    if len(confidence) == 0:
-        return float("nan")
-    gap = np.bincount(_confidence_bin(confidence, bins), weights=correct - confidence, minlength=bins)
-    return float(np.abs(gap).sum() / len(confidence))
-
-
-def _grouped_ece(
-    rows: pd.DataFrame,
-    n_boot: int,
-    level: float,
-    seed: int,
-    bins: int = ECE_BINS,
-    grouped: pd.api.typing.DataFrameGroupBy | None = None,
-) -> pd.DataFrame:
-    """ECE per (model, family, magnitude) with a bootstrap over images.
-
-    Each image contributes, per bin, its count of predictions ``C``, of correct ones ``A`` and
-    its summed confidence ``S``; a resample with counts ``W`` (see
-    :func:`robust_mnist.stats.bootstrap_sums`) has ``ECE = sum_m |(W A)_m - (W S)_m| /
-    sum_m (W C)_m``, so all draws of a resampled image come along. ``grouped`` is
-    ``rows.groupby(CELL + ["image"], sort=True)`` if the caller has it (its group codes are
-    computed once, which takes most of a second on a million rows).
-    """
-    if grouped is None:
-        grouped = rows.groupby(CELL + ["image"], sort=True)
-    digit = grouped.ngroup().to_numpy()
-    digits = grouped.size().reset_index()[CELL + ["image"]]
-    flat = digit * bins + _confidence_bin(rows["confidence"].to_numpy(), bins)
-    size = len(digits) * bins
-    # (digits x bins) arrays of a whole run are over 100 MB each: as few as possible (the
-    # counts stay integers, the gap is formed in place).
-    count = np.bincount(flat, minlength=size).reshape(-1, bins)
-    gap = np.bincount(flat, weights=rows["accuracy"].to_numpy(), minlength=size).reshape(-1, bins)
-    gap -= np.bincount(flat, weights=rows["confidence"].to_numpy(), minlength=size).reshape(-1, bins)
-    cells = list(digits.groupby(CELL, sort=True).indices.items())
-    # Cells with the same number of images share their resamples: one bootstrap_sums call
-    # per size, with every such cell's bins side by side.
-    by_size: dict[int, list[int]] = {}
-    for position, (_, members) in enumerate(cells):
-        by_size.setdefault(len(members), []).append(position)
-    bounds = np.full((len(cells), 3), np.nan)
-    for n, positions in by_size.items():
-        # Per cell, the gaps of only the bins it uses (a handful near 1 at small magnitudes),
-        # then its images' prediction counts in one column rather than one per bin: counts are
-        # whole numbers, so their resampled sums are exact either way, and the matrix product
-        # that dominates the cost has half the columns.
-        blocks = []
-        for c in positions:
-            members = cells[c][1]
-            used = count[members].sum(axis=0) > 0
-            blocks.append(np.column_stack([gap[members][:, used], count[members].sum(axis=1)]))
-        sums = bootstrap_sums(np.hstack(blocks), n_boot, seed)
-        start = 0
-        for c, block in zip(positions, blocks):
-            k = block.shape[1] - 1
-            estimate = np.abs(block[:, :k].sum(axis=0)).sum() / block[:, k].sum()
-            replicates = np.abs(sums[:, start:start + k]).sum(axis=1) / sums[:, start + k]
-            bounds[c] = (estimate, *percentile_interval(replicates, level))
-            start += k + 1
-    records = [(*key, *bounds[c]) for c, (key, _) in enumerate(cells)]
-    return pd.DataFrame(records, columns=CELL + ["ece", "ece_low", "ece_high"])
 
 # --------------------------------------------------------------------------------------------
 # Per magnitude
@@ -368,6 +287,7 @@ def per_magnitude(
     n_boot: int = 1000,
     level: float = 0.95,
     sweeps: pd.DataFrame | None = None,
+    calibration: bool = True,
 ) -> pd.DataFrame:
     """Accuracy, flips, probability change, divergence, entropy and calibration per magnitude.
 
@@ -396,13 +316,16 @@ def per_magnitude(
     sweeps : DataFrame, optional
         ``family_sweeps(results)`` (all columns, or at least the ones used here), when the
         caller already has it for several metrics; computed here otherwise.
+    calibration : bool
+        Whether to compute ``ece`` (its bootstrap costs as much as all the other metrics';
+        a caller that shows no calibration leaves it out).
 
     Returns
     -------
     DataFrame
         One row per (model, family, magnitude), sorted: ``model, family, magnitude,
-        n_digits`` and ``<metric>, <metric>_low, <metric>_high`` for the metrics above and
-        ``ece``.
+        n_digits`` and ``<metric>, <metric>_low, <metric>_high`` for the metrics above and,
+        with ``calibration``, ``ece``.
     """
     check_results(results)
     clean = clean_predictions(results)
@@ -411,9 +334,11 @@ def per_magnitude(
     grouped = rows.groupby(CELL + ["image"], sort=True)
     digits = grouped[PER_MAGNITUDE_METRICS].mean().reset_index()
     table = grouped_bootstrap_ci(digits, CELL, PER_MAGNITUDE_METRICS, "mean", n_boot, level, seed)
+    if not calibration:
+        return table
     if table.empty:
         return table.assign(ece=[], ece_low=[], ece_high=[])
-    return table.merge(_grouped_ece(rows, n_boot, level, seed, grouped=grouped), on=CELL, how="left")
+    return table.merge(grouped_calibration_error(rows, CELL, n_boot, level, seed, grouped=grouped), on=CELL, how="left")
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,7 +462,7 @@ def flip_probability(
     steps = steps.groupby(DIGIT, sort=True)[["step", "changed"]].sum().reset_index()
     steps["kind"] = "sequence"
 
-    noise = sweeps.loc[is_random & (sweeps["magnitude"] != 0).to_numpy()]
+    noise = sweeps.loc[is_random & (sweeps["magnitude"] != 0).to_numpy(), DIGIT + ["pred", "clean_pred"]]
     noise = noise.assign(changed=(noise["pred"] != noise["clean_pred"]).astype(np.float64), step=1.0)
     noise = noise.groupby(DIGIT, sort=True)[["step", "changed"]].sum().reset_index()
     noise["kind"] = "noise"
@@ -641,7 +566,46 @@ def confusion(
         raise ValueError(f"unknown family {family!r}; the table holds {families}")
     selection = results.loc[(results["family"].isin([family, CLEAN])) & (results["model"] == model)]
     sweeps = family_sweeps(selection, ["label", "pred"])
-    sweeps = sweeps.loc[sweeps["family"] == family]
+    return _confusion(sweeps.loc[sweeps["family"] == family], family, magnitude)
+
+
+def confusions(
+    results: pd.DataFrame, cells: Sequence[tuple[str, str, float]], sweeps: pd.DataFrame | None = None
+) -> list[pd.DataFrame]:
+    """:func:`confusion` of several cells, from one pass over the table.
+
+    Parameters
+    ----------
+    results : DataFrame
+    cells : sequence of (model, family, magnitude)
+        Each a model, a family label and a magnitude of its grid (matched within 1e-9).
+    sweeps : DataFrame, optional
+        ``family_sweeps(results)`` (all columns, or at least ``label`` and ``pred``), when
+        the caller already has it for several metrics; computed here otherwise.
+
+    Returns
+    -------
+    list of (10, 10) DataFrame of int64
+        As :func:`confusion`, one per cell.
+    """
+    check_results(results)
+    sweeps = sweeps_for(results, sweeps, ["label", "pred"])
+    # Codes once: comparing a million strings per cell would cost more than the counting.
+    model_codes, models = pd.factorize(sweeps["model"])
+    family_codes, families = pd.factorize(sweeps["family"])
+    matrices = []
+    for model, family, magnitude in cells:
+        if model not in models:
+            raise ValueError(f"unknown model {model!r}; the table holds {sorted(models)}")
+        if family not in families:
+            raise ValueError(f"unknown family {family!r}; the table holds {sorted(families)}")
+        rows = (model_codes == models.get_loc(model)) & (family_codes == families.get_loc(family))
+        matrices.append(_confusion(sweeps.loc[rows, ["magnitude", "label", "pred"]], family, magnitude))
+    return matrices
+
+
+def _confusion(sweeps: pd.DataFrame, family: str, magnitude: float) -> pd.DataFrame:
+    """:func:`confusion` of one family's sweeps (one model)."""
     grid = np.unique(sweeps["magnitude"].to_numpy())
     cell = sweeps.loc[np.isclose(sweeps["magnitude"], magnitude, rtol=0, atol=1e-9)]
     if cell.empty:

@@ -1,20 +1,22 @@
 """The study report's numbers: a run read for the report, and every aggregate it shows.
 
-:func:`load_report_data` reads a run directory through :mod:`robust_mnist.rundir` (the results
-columns the page needs, the digits and their stored morphometrics, the exemplars and refined
-critical magnitudes) and orders its families and models as the study lists them;
-:func:`compute_aggregates` computes, once, every aggregate the page shows with
-:mod:`robust_mnist.metrics`, :mod:`robust_mnist.digit_metrics` and
-:mod:`robust_mnist.morph_metrics`, each with bootstrap intervals seeded by the study seed; and
-:func:`headline_magnitude`, :func:`confusion_magnitude` and :func:`fragility_order` choose what
-the findings quote. A run with MNIST-C corruptions also gets their scores
-(:mod:`robust_mnist.benchmark_metrics`). The pages themselves are drawn by :mod:`robust_mnist.html.study_report`.
+:func:`read_run` reads a run directory through :mod:`robust_mnist.rundir` (the results
+columns the page and the summary need, the digits and their stored morphometrics, the
+exemplars and refined critical magnitudes) and :func:`load_report_data` orders its families
+and models as the study lists them; :func:`compute_aggregates` computes, once and when first
+used, every aggregate the page shows with :mod:`robust_mnist.metrics`,
+:mod:`robust_mnist.digit_metrics` and :mod:`robust_mnist.morph_metrics`, each with bootstrap
+intervals seeded by the study seed; and :func:`headline_magnitude`,
+:func:`confusion_magnitude` and :func:`fragility_order` choose what the findings quote. A run
+with MNIST-C corruptions also gets their scores (:mod:`robust_mnist.benchmark_metrics`). The
+pages themselves are drawn by :mod:`robust_mnist.html.study_report`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import pandas as pd
 from . import digit_metrics, metrics, morph_metrics, stats
 from .benchmark_metrics import BenchmarkScores, benchmark_corruptions, run_scores, severity_errors
 from .errors import RunDirError
-from .rundir import PROBABILITY_COLUMNS, load_run, slug
+from .rundir import PROBABILITY_COLUMNS, Run, load_run, slug
 
 #: Bootstrap resamples behind every interval of the report.
 N_BOOT = 1000
@@ -83,16 +85,38 @@ RESULT_COLUMNS = ("model", "family", "magnitude", "image", "draw", "label", "cle
                   "p_true", "p_pred", *PROBABILITY_COLUMNS, "param_target_class")
 
 
-def load_report_data(run_dir: str | os.PathLike) -> RunData:
-    """Read a run directory's run.json, results, digits, morphometrics and exemplars.
+def read_run(run_dir: str | os.PathLike) -> Run:
+    """A run directory read as the report and the summary use it.
+
+    run.json, the results columns :data:`RESULT_COLUMNS`, the digits and their
+    morphometrics, the exemplars and refined critical magnitudes (each file once): pass it to
+    :func:`robust_mnist.html.study_report.write_report` and
+    :func:`robust_mnist.summary.write_summary` to read a run once for both.
 
     Raises
     ------
     RunDirError
-        If ``run_dir`` is not a run directory, a file of it is damaged, or the run has no
+        If ``run_dir`` is not a run directory or a file of it is damaged.
+    """
+    return load_run(run_dir, RESULT_COLUMNS)
+
+
+def load_report_data(run: str | os.PathLike | Run) -> RunData:
+    """A run's run.json, results, digits, morphometrics and exemplars, as the report uses them.
+
+    Parameters
+    ----------
+    run : path-like or Run
+        A run directory, or a run already read with at least the columns
+        :data:`RESULT_COLUMNS` (:func:`read_run`).
+
+    Raises
+    ------
+    RunDirError
+        If ``run`` is not a run directory, a file of it is damaged, or the run has no
         results yet.
     """
-    stored = load_run(run_dir, RESULT_COLUMNS)  # each file read once
+    stored = run if isinstance(run, Run) else read_run(run)
     run_dir, run, results, exemplars, digits = stored.path, stored.info, stored.results, stored.exemplars, stored.digits
     if results.empty:
         raise RunDirError(f"{run_dir}: the run has no results yet (status {run.get('status')!r})")
@@ -152,78 +176,143 @@ def confusion_magnitude(curve: pd.DataFrame) -> float | None:
     return float(hits.iloc[0]["magnitude"])
 
 
-@dataclass
 class Aggregates:
-    """The metrics the page shows, computed once from the results table."""
+    """The metrics the page shows, each computed once from the results table, when first used.
 
-    per_magnitude: pd.DataFrame
-    swing: pd.DataFrame
-    swing_summary: pd.DataFrame
-    critical: pd.DataFrame
-    critical_summary: pd.DataFrame
-    critical_by_class: pd.DataFrame
-    worst_case: pd.DataFrame
-    flip_probability: pd.DataFrame
-    per_class: pd.DataFrame
-    clean: pd.DataFrame
-    clean_accuracy: pd.DataFrame
-    transitions: pd.DataFrame
-    morph_pairs: pd.DataFrame
-    #: Thickness and slant per digit, or None (the run stored none).
-    morphometrics: pd.DataFrame | None
-    correlations: pd.DataFrame
-    margin_strata: pd.DataFrame
-    pooled: list[dict[str, Any]]
-    #: MNIST-C scores (:func:`robust_mnist.benchmark_metrics.run_scores`); None without
-    #: MNIST-C corruptions.
-    mnist_c: BenchmarkScores | None = None
-    #: Error per severity and median critical severity of each MNIST-C corruption
-    #: (:func:`robust_mnist.benchmark_metrics.severity_errors`); None without them.
-    mnist_c_severities: tuple[pd.DataFrame, pd.DataFrame] | None = None
+    Built by :func:`compute_aggregates`. Computing on demand lets the report draw the figures
+    of the numbers it has (in worker processes, :mod:`robust_mnist.html.figures`) while it
+    computes the others; no value depends on the order in which they are computed.
+    """
+
+    def __init__(self, data: RunData) -> None:
+        self.data = data
+        self._options = {"seed": data.seed, "n_boot": N_BOOT}
+
+    @cached_property
+    def sweeps(self) -> pd.DataFrame:
+        """:func:`robust_mnist.metrics.family_sweeps`: built once (seconds on a large run) for
+        every metric that needs them."""
+        return metrics.family_sweeps(self.data.results)
+
+    @cached_property
+    def per_magnitude(self) -> pd.DataFrame:
+        # The page shows no calibration error: its bootstrap would cost as much as the rest.
+        return metrics.per_magnitude(self.data.results, **self._options, sweeps=self.sweeps, calibration=False)
+
+    @cached_property
+    def swing(self) -> pd.DataFrame:
+        # The page shows no total variation.
+        return digit_metrics.swing(self.data.results, sweeps=self.sweeps, total_variation=False)
+
+    @cached_property
+    def swing_summary(self) -> pd.DataFrame:
+        return stats.grouped_bootstrap_ci(self.swing, ["model", "family"], ["swing", "flip_rate"], "mean", N_BOOT,
+                                          seed=self.data.seed)
+
+    @cached_property
+    def critical(self) -> pd.DataFrame:
+        return digit_metrics.critical_magnitudes(self.data.results, refined=self.data.refined, sweeps=self.sweeps)
+
+    @cached_property
+    def grids(self) -> dict[str, np.ndarray]:
+        """Per family, the primary model's grid: the sorted non-zero magnitudes of its sweeps
+        (those of :attr:`per_magnitude`, known before it is computed)."""
+        sweeps = self.sweeps
+        rows = ((sweeps["model"] == self.data.models[0]) & (sweeps["magnitude"] != 0)).to_numpy()
+        magnitudes = sweeps.loc[rows, ["family", "magnitude"]].groupby("family")["magnitude"]
+        return {family: np.unique(values.to_numpy(float)) for family, values in magnitudes}
+
+    @cached_property
+    def critical_summary(self) -> pd.DataFrame:
+        # The page shows the medians, not the share of digits that flip.
+        return digit_metrics.critical_summary(self.critical, "family", **self._options, flipped_fraction=False)
+
+    @cached_property
+    def critical_by_class(self) -> pd.DataFrame:
+        return digit_metrics.critical_summary(self.critical, "class", **self._options, flipped_fraction=False)
+
+    @cached_property
+    def worst_case(self) -> pd.DataFrame:
+        return metrics.worst_case_accuracy(self.data.results, **self._options, sweeps=self.sweeps)
+
+    @cached_property
+    def flip_probability(self) -> pd.DataFrame:
+        random = {f.label for f in self.data.families if f.draws > 1}
+        return metrics.flip_probability(self.data.results, random, **self._options, sweeps=self.sweeps)
+
+    @cached_property
+    def per_class(self) -> pd.DataFrame:
+        return digit_metrics.per_class(self.data.results, **self._options, swing_table=self.swing)
+
+    @cached_property
+    def clean(self) -> pd.DataFrame:
+        return metrics.clean_predictions(self.data.results)
+
+    @cached_property
+    def clean_accuracy(self) -> pd.DataFrame:
+        return stats.grouped_bootstrap_ci(self.clean, ["model"], "correct", "mean", N_BOOT, seed=self.data.seed)
+
+    @cached_property
+    def transitions(self) -> pd.DataFrame:
+        return morph_metrics.morph_transitions(self.data.results)
+
+    @cached_property
+    def morph_pairs(self) -> pd.DataFrame:
+        transitions = self.transitions
+        return morph_metrics.morph_summary(transitions, **self._options) if len(transitions) else pd.DataFrame()
+
+    @property
+    def morphometrics(self) -> pd.DataFrame | None:
+        """Thickness and slant per digit, or None (the run stored none)."""
+        return self.data.morphometrics
+
+    @cached_property
+    def correlations(self) -> pd.DataFrame:
+        # Per family, only against the margin (the article's question).
+        return digit_metrics.instability_correlation(self.data.results, "margin", **self._options, swing_table=self.swing)
+
+    @cached_property
+    def margin_strata(self) -> pd.DataFrame:
+        return digit_metrics.ambiguity_stratification(self.data.results, "margin", STRATA, **self._options,
+                                                      swing_table=self.swing)
+
+    @cached_property
+    def pooled(self) -> list[dict[str, Any]]:
+        return digit_metrics.pooled_instability(self.swing, self.clean, self.data.morphometrics, self.data.models[0],
+                                                self.data.seed, N_BOOT, STRATA)
+
+    @cached_property
+    def confusion(self) -> dict[str, tuple[float, np.ndarray]]:
+        """What a distorted digit becomes: per family, the primary model's confusion matrix
+        ((10, 10) counts, true class by predicted class) at its :func:`confusion_magnitude`."""
+        model = self.data.models[0]
+        magnitudes = {f.label: confusion_magnitude(select(self.per_magnitude, model=model, family=f.label))
+                      for f in self.data.families}
+        cells = [(model, label, magnitude) for label, magnitude in magnitudes.items() if magnitude is not None]
+        matrices = metrics.confusions(self.data.results, cells, sweeps=self.sweeps)
+        return {label: (magnitude, matrix.to_numpy()) for (_, label, magnitude), matrix in zip(cells, matrices)}
+
+    @cached_property
+    def mnist_c(self) -> BenchmarkScores | None:
+        """MNIST-C scores (:func:`robust_mnist.benchmark_metrics.run_scores`); None without
+        MNIST-C corruptions."""
+        return run_scores(self.data.results, self.data.run, self.data.models, n_boot=N_BOOT)
+
+    @cached_property
+    def mnist_c_severities(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """Error per severity and median critical severity of each MNIST-C corruption
+        (:func:`robust_mnist.benchmark_metrics.severity_errors`); None without them."""
+        if self.mnist_c is None:
+            return None
+        scored = set(self.mnist_c.corruptions["corruption"])
+        corruptions = [c for c in benchmark_corruptions(self.data.run) if c.label in scored]
+        return severity_errors(self.data.results, corruptions, n_boot=N_BOOT, seed=self.data.seed)
 
 
 def compute_aggregates(data: RunData) -> Aggregates:
-    """Every aggregate of the report, with bootstrap intervals seeded by the study seed."""
-    results, seed = data.results, data.seed
-    options = {"seed": seed, "n_boot": N_BOOT}
-    random = {f.label for f in data.families if f.draws > 1}
-    # The sweeps and the per-digit swing each take seconds on a large run: computed once here
-    # and passed to every metric that would otherwise recompute them.
-    sweeps = metrics.family_sweeps(results)
-    swing = digit_metrics.swing(results, sweeps=sweeps)
-    critical = digit_metrics.critical_magnitudes(results, refined=data.refined, sweeps=sweeps)
-    clean = metrics.clean_predictions(results)
-    transitions = morph_metrics.morph_transitions(results)
-    benchmark = run_scores(results, data.run, data.models, n_boot=N_BOOT)
-    severities = None
-    if benchmark is not None:
-        corruptions = [c for c in benchmark_corruptions(data.run) if c.label in set(benchmark.corruptions["corruption"])]
-        severities = severity_errors(results, corruptions, n_boot=N_BOOT, seed=seed)
-    return Aggregates(
-        per_magnitude=metrics.per_magnitude(results, **options, sweeps=sweeps),
-        swing=swing,
-        swing_summary=stats.grouped_bootstrap_ci(swing, ["model", "family"], ["swing", "flip_rate"], "mean", N_BOOT, seed=seed),
-        critical=critical,
-        critical_summary=digit_metrics.critical_summary(critical, "family", **options),
-        critical_by_class=digit_metrics.critical_summary(critical, "class", **options),
-        worst_case=metrics.worst_case_accuracy(results, **options, sweeps=sweeps),
-        flip_probability=metrics.flip_probability(results, random, **options, sweeps=sweeps),
-        per_class=digit_metrics.per_class(results, **options, swing_table=swing),
-        clean=clean,
-        clean_accuracy=stats.grouped_bootstrap_ci(clean, ["model"], "correct", "mean", N_BOOT, seed=seed),
-        transitions=transitions,
-        morph_pairs=morph_metrics.morph_summary(transitions, **options) if len(transitions) else pd.DataFrame(),
-        morphometrics=data.morphometrics,
-        # Per family, only against the margin (the article's question): each bootstrapped
-        # rank correlation over 10,000 digits costs about a quarter of a second.
-        correlations=digit_metrics.instability_correlation(results, "margin", **options, swing_table=swing),
-        margin_strata=digit_metrics.ambiguity_stratification(results, "margin", STRATA, **options, swing_table=swing),
-        pooled=digit_metrics.pooled_instability(
-            swing, clean, data.morphometrics, data.models[0], seed, N_BOOT, STRATA
-        ),
-        mnist_c=benchmark,
-        mnist_c_severities=severities,
-    )
+    """Every aggregate of the report, with bootstrap intervals seeded by the study seed
+    (each computed when first used, see :class:`Aggregates`)."""
+    return Aggregates(data)
 
 
 def select(frame: pd.DataFrame, **equal: Any) -> pd.DataFrame:

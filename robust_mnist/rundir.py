@@ -392,7 +392,13 @@ def read_results_file(
     refine critical magnitudes before it marks the run complete); arguments as
     :func:`load_results`."""
     filters = None if families is None else [("family", "in", list(families))]
-    return _read_parquet(Path(run_dir) / RESULTS_FILE, columns, filters).to_pandas()
+    table = _read_parquet(Path(run_dir) / RESULTS_FILE, columns, filters)
+    # Column by column, each freed once converted; then Arrow's pool gives back what decoding
+    # held: a million-row table otherwise keeps twice its size resident.
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
+    pa.default_memory_pool().release_unused()
+    return frame
 
 
 def load_digits(run_dir: str | os.PathLike) -> Digits:

@@ -9,9 +9,10 @@ and Holm's, are in :mod:`robust_mnist.paired_stats`.)
 Determinism: the resampled positions are ``np.random.default_rng(seed).integers(0, n,
 size=(n_boot, n))``, drawn in blocks of rows from the same stream, so the result does not depend
 on block size, and two calls with the same ``seed`` and the same ``n`` resample the same
-positions. Groups of equal size in :func:`grouped_bootstrap_ci` therefore share their
-resamples; when they list the same digits in the same order (for example one model and family
-at several magnitudes), that is a paired bootstrap across groups.
+positions. Groups of equal size in :func:`grouped_bootstrap_ci` and
+:func:`grouped_correlation_ci` therefore share their resamples; when they list the same digits
+in the same order (for example one model and family at several magnitudes), that is a paired
+bootstrap across groups.
 
 Missing values: ``NaN`` means "undefined for this digit" (a sequence with no step, a digit a
 metric does not apply to) and is dropped before resampling. ``+inf`` is a value (the critical
@@ -38,8 +39,8 @@ Statistic = Union[str, Callable[[np.ndarray], np.ndarray]]
 # Elements of one block of resampled values: bounds memory at ~32 MB of float64 per block
 # whatever the number of digits.
 _BLOCK_ELEMENTS = 1 << 22
-# Blocks of 1 MB of float64 for the rank correlations, whose many passes over (rows, n) arrays
-# run two to three times faster when the arrays stay in the CPU cache.
+# Blocks of 1 MB of float64 for the medians and rank correlations, whose many passes over
+# (rows, n) arrays run two to three times faster when the arrays stay in the CPU cache.
 _CACHED_ELEMENTS = 1 << 17
 
 
@@ -67,10 +68,27 @@ def _index_blocks(
         yield rng.integers(0, n, size=(min(rows, n_boot - start), n))
 
 
-def _counts_from_indices(indices: np.ndarray, n: int) -> np.ndarray:
+def _row_counts(indices: np.ndarray, bins: int, dtype: type = np.int64, scratch: bool = False) -> np.ndarray:
+    """``counts[b, k] = #{j : indices[b, j] = k}`` for each row ``b`` of ``indices``.
+
+    ``scratch``: ``indices`` is the caller's temporary, which this may overwrite (one large
+    temporary less; on these machines allocating one costs more than the counting).
+    """
     rows = len(indices)
-    flat = (indices + (np.arange(rows) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
+    if rows * bins <= _CACHED_ELEMENTS:
+        offsets = (np.arange(rows) * bins)[:, None]
+        flat = np.add(indices, offsets, out=indices if scratch else None).ravel()
+        return np.bincount(flat, minlength=rows * bins).reshape(rows, bins).astype(dtype, copy=False)
+    # Row by row, each row's bins stay in the CPU cache: one bincount over all rows' bins
+    # scatters over the whole block and is several times slower.
+    counts = np.empty((rows, bins), dtype)
+    for row, positions in zip(counts, indices):
+        row[:] = np.bincount(positions, minlength=bins)
+    return counts
+
+
+def _counts_from_indices(indices: np.ndarray, n: int) -> np.ndarray:
+    return _row_counts(indices, n, np.float64)
 
 
 def resample_counts(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
@@ -219,7 +237,7 @@ def bootstrap_replicates(
     if statistic == "median" and values.ndim == 1:
         # Order statistics from resample multiplicities: one sort instead of one per resample.
         ordered = _Sorted(values)
-        parts = [ordered.medians(_counts_from_indices(block, n)) for block in _index_blocks(n, n_boot, seed)]
+        parts = [ordered.medians(block) for block in _index_blocks(n, n_boot, seed, elements=_CACHED_ELEMENTS)]
     else:
         parts = [_reduce(statistic, values[block]) for block in _index_blocks(n, n_boot, seed, width)]
     return np.concatenate(parts)
@@ -321,7 +339,7 @@ def grouped_bootstrap_ci(
     if frame.empty:
         return pd.DataFrame(columns=output_columns)
     data = frame[columns].to_numpy(dtype=np.float64)
-    groups = list(frame.groupby(by, sort=True, observed=True).indices.items())
+    groups = _groups(frame, by)
     result = np.full((len(groups), len(columns), 3), np.nan)
     # Means of finite columns: all groups of one size share their resample counts, so their
     # columns go side by side through one bootstrap_sums call per size. Medians likewise
@@ -347,9 +365,8 @@ def grouped_bootstrap_ci(
         replicates = np.empty((n_boot, len(items)))
         start = 0
         for block in _index_blocks(n, n_boot, seed, elements=_CACHED_ELEMENTS):
-            counts = _counts_from_indices(block, n)
             for k, column_values in enumerate(ordered):
-                replicates[start:start + len(block), k] = column_values.medians(counts)
+                replicates[start:start + len(block), k] = column_values.medians(block)
             start += len(block)
         low, high = percentile_interval(replicates, level)
         for k, (g, column, kept) in enumerate(items):
@@ -361,13 +378,25 @@ def grouped_bootstrap_ci(
         offsets = np.cumsum([0] + [block.shape[1] for _, _, block in items])
         for (g, shared, _), start, stop in zip(items, offsets[:-1], offsets[1:]):
             result[g, shared] = estimates[start:stop]
+    table = _group_table(groups, by, result, output_columns[len(by) + 1:])
+    return table.sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def _groups(frame: pd.DataFrame, by: list[str]) -> list[tuple[object, np.ndarray]]:
+    """``(key, row positions)`` of each group of ``frame.groupby(by)``, sorted by key."""
+    return list(frame.groupby(by, sort=True, observed=True).indices.items())
+
+
+def _group_table(groups: list[tuple[object, np.ndarray]], by: list[str], values: np.ndarray,
+                 columns: list[str]) -> pd.DataFrame:
+    """One row per group: its key (the ``by`` columns), ``n_digits`` and ``values[g]`` as ``columns``."""
     records = [
-        list(key if isinstance(key, tuple) else (key,)) + [len(positions)] + list(result[g].ravel())
+        list(key if isinstance(key, tuple) else (key,)) + [len(positions)] + list(values[g].ravel())
         for g, (key, positions) in enumerate(groups)
     ]
-    table = pd.DataFrame(records, columns=output_columns)
+    table = pd.DataFrame(records, columns=by + ["n_digits"] + columns)
     table["n_digits"] = table["n_digits"].astype(np.int64)
-    return table.sort_values(by, kind="stable").reset_index(drop=True)
+    return table
 
 
 def paired_bootstrap_diff(
@@ -418,51 +447,46 @@ def paired_bootstrap_diff(
 class _Sorted:
     """One variable's values, sorted once, for order statistics of many resamples.
 
-    A resample is given by its multiplicities ``counts`` (``(rows, n)``); summing them over
-    tied values in sorted order gives each distinct value's multiplicity, from which ranks
-    and medians follow by cumulative sums instead of a sort per resample.
+    A resample is given by its positions ``indices`` (``(rows, n)``, each row one resample
+    of the values); counting them per distinct value gives each distinct value's
+    multiplicity, from which ranks and medians follow by cumulative sums instead of a sort
+    per resample. Every step counts whole numbers, so the results are exact.
     """
 
     def __init__(self, values: np.ndarray) -> None:
-        self.order = np.argsort(values, kind="stable")
-        ordered = values[self.order]
-        self.starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        self.values = ordered[self.starts]
+        order = np.argsort(values, kind="stable")
+        ordered = values[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        self.values = ordered[starts]
+        #: Each value's position among the distinct values (ties share one).
         self.distinct = np.empty(len(values), dtype=np.int64)
-        self.distinct[self.order] = np.repeat(
-            np.arange(len(self.starts)), np.diff(np.r_[self.starts, len(values)])
-        )
-        # Each value's run of ties in sorted order: positions [first, last).
-        self.first = self.starts[self.distinct]
-        self.last = np.r_[self.starts[1:], len(values)][self.distinct]
+        self.distinct[order] = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(values)]))
 
-    def multiplicities(self, counts: np.ndarray) -> np.ndarray:
+    def multiplicities(self, indices: np.ndarray) -> np.ndarray:
         """``(rows, k)``: how often each distinct value occurs in each resample."""
-        tied = counts[:, self.order]
-        if len(self.starts) < counts.shape[1]:
-            tied = np.add.reduceat(tied, self.starts, axis=1)
-        return tied
+        return _row_counts(self.distinct[indices], len(self.values), scratch=True)
 
-    def ranks(self, counts: np.ndarray) -> np.ndarray:
-        """``(rows, n)``: rank of each digit's value in each resample, ties averaged.
+    def doubled_ranks(self, indices: np.ndarray) -> np.ndarray:
+        """``(rows, n)``: twice the rank of each resampled value in its resample, ties averaged.
 
         ``rank(v) = #{resampled values < v} + (#{resampled values = v} + 1) / 2``, what
-        ranking the resample itself would give, that is ``(below + up_to + 1) / 2`` with
-        ``below = #{< v}`` and ``up_to = #{<= v}``: both are cumulative counts in sorted order,
-        read at the ends of v's run of ties (no per-tie reduction, which is slow when most
-        values are distinct). Counts are whole numbers, so every step is exact.
+        ranking the resample itself would give: with ``up_to = #{<= v}``, the cumulative
+        multiplicity in sorted order, that is ``up_to - (#{= v} - 1) / 2``. Twice it is a
+        whole number (exact integer arithmetic, which also runs faster than floats).
         """
-        cumulative = np.zeros((len(counts), counts.shape[1] + 1))
-        np.cumsum(np.take(counts, self.order, axis=1), axis=1, out=cumulative[:, 1:])
-        ranks = np.take(cumulative, self.last, axis=1)
-        ranks += np.take(cumulative, self.first, axis=1)
-        ranks += 1
-        ranks *= 0.5
-        return ranks
+        rows, k = len(indices), len(self.values)
+        cells = self.distinct[indices]
+        cells += (np.arange(rows) * k)[:, None]
+        multiplicity = np.bincount(cells.ravel(), minlength=rows * k).reshape(rows, k)
+        doubled = np.cumsum(multiplicity, axis=1)
+        doubled *= 2
+        doubled -= multiplicity
+        doubled += 1
+        return doubled.ravel()[cells]
 
-    def medians(self, counts: np.ndarray) -> np.ndarray:
+    def medians(self, indices: np.ndarray) -> np.ndarray:
         """``(rows,)``: median of each resample (mean of the two middle values if n is even)."""
-        cumulative = np.cumsum(self.multiplicities(counts), axis=1)
+        cumulative = np.cumsum(self.multiplicities(indices), axis=1)
         n = cumulative[0, -1]
         lower = self.values[np.argmax(cumulative >= (n + 1) // 2, axis=1)]
         upper = self.values[np.argmax(cumulative >= n // 2 + 1, axis=1)]
@@ -510,43 +534,117 @@ def correlation_ci(
     estimate, low, high : float
         NaN when fewer than 3 pairs are left or a variable is constant.
     """
-    if method not in CORRELATIONS:
-        raise ValueError(f"method {method!r} is not supported; use one of {CORRELATIONS}")
-    _check_options("mean", n_boot, level)
+    _check_correlation(method, n_boot, level)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"x and y must be 1-D and aligned; got shapes {x.shape} and {y.shape}")
     pairs = _drop_nan_rows(np.column_stack([x, y]))
-    n = len(pairs)
-    if n < 3:
+    if len(pairs) < 3:
         return np.nan, np.nan, np.nan
+    return _correlation_intervals([pairs], method, n_boot, level, seed)[0]
+
+
+def grouped_correlation_ci(
+    frame: pd.DataFrame,
+    by: str | Sequence[str],
+    x: str,
+    y: str,
+    method: str = "spearman",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """:func:`correlation_ci` of two columns within each group of rows (digits).
+
+    For each group ``g`` of ``frame.groupby(by)``: exactly ``correlation_ci(frame.loc[g, x],
+    frame.loc[g, y], method, n_boot, level, seed)``. Groups with as many pairs share their
+    resamples (drawn once), and a variable with the same values in several groups (one
+    covariate of the same digits) is ranked once per resample.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per digit (and group).
+    by : str or sequence of str
+        Grouping columns.
+    x, y : str
+        The two columns to correlate.
+    method, n_boot, level, seed
+        As in :func:`correlation_ci`.
+
+    Returns
+    -------
+    DataFrame
+        One row per group, sorted by ``by``: the ``by`` columns, ``n_digits`` (rows in the
+        group), ``correlation``, ``correlation_low``, ``correlation_high``.
+    """
+    _check_correlation(method, n_boot, level)
+    by = [by] if isinstance(by, str) else list(by)
+    data = frame[[x, y]].to_numpy(dtype=np.float64)
+    groups = _groups(frame, by)
+    result = np.full((len(groups), 3), np.nan)
+    by_size: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for g, (_, positions) in enumerate(groups):
+        pairs = _drop_nan_rows(data[positions])
+        if len(pairs) >= 3:
+            by_size.setdefault(len(pairs), []).append((g, pairs))
+    for items in by_size.values():
+        intervals = _correlation_intervals([pairs for _, pairs in items], method, n_boot, level, seed)
+        for (g, _), interval in zip(items, intervals):
+            result[g] = interval
+    return _group_table(groups, by, result, ["correlation", "correlation_low", "correlation_high"])
+
+
+def _check_correlation(method: str, n_boot: int, level: float) -> None:
+    if method not in CORRELATIONS:
+        raise ValueError(f"method {method!r} is not supported; use one of {CORRELATIONS}")
+    _check_options("mean", n_boot, level)
+
+
+def _correlation_intervals(
+    samples: Sequence[np.ndarray], method: str, n_boot: int, level: float, seed: int
+) -> list[tuple[float, float, float]]:
+    """:func:`correlation_ci` of NaN-free ``(n, 2)`` samples of one size ``n >= 3``, resampled alike."""
+    n = len(samples[0])
     # Centring first keeps the sums of squares from cancelling.
-    x = pairs[:, 0] - pairs[:, 0].mean()
-    y = pairs[:, 1] - pairs[:, 1].mean()
-    sorted_x, sorted_y = (_Sorted(x), _Sorted(y)) if method == "spearman" else (None, None)
+    centred = [(pairs[:, 0] - pairs[:, 0].mean(), pairs[:, 1] - pairs[:, 1].mean()) for pairs in samples]
+    if method == "pearson":
+        stacks = [np.column_stack([x, y, x * x, y * y, x * y]) for x, y in centred]
 
-    def correlations(counts: np.ndarray) -> np.ndarray:
-        if method == "pearson":
-            sums = counts @ np.column_stack([x, y, x * x, y * y, x * y])
-            return _correlation_from_sums(n, *sums.T)
-        rx, ry = sorted_x.ranks(counts), sorted_y.ranks(counts)
-        # Ranks of a resample of n values always sum to n (n + 1) / 2.
-        total = np.full(len(counts), n * (n + 1) / 2)
-        return _correlation_from_sums(
-            n, total, total,
-            np.einsum("ij,ij,ij->i", counts, rx, rx),
-            np.einsum("ij,ij,ij->i", counts, ry, ry),
-            np.einsum("ij,ij,ij->i", counts, rx, ry),
-        )
+        def correlations(indices: np.ndarray) -> list[np.ndarray]:
+            counts = _counts_from_indices(indices, n)
+            return [_correlation_from_sums(n, *(counts @ stack).T) for stack in stacks]
 
-    estimate = float(correlations(np.ones((1, n)))[0])
-    # Spearman's ranking makes several passes over each block: cache-sized blocks. (Pearson's
-    # is one matrix product per block, whose rounding may depend on the block's shape: keep it.)
-    if method == "spearman":
-        blocks = _index_blocks(n, n_boot, seed, elements=_CACHED_ELEMENTS)
-    else:
+        # One matrix product per block, whose rounding may depend on the block's shape: keep it.
         blocks = _index_blocks(n, n_boot, seed, width=4)
-    replicates = np.concatenate([correlations(_counts_from_indices(block, n)) for block in blocks])
+    else:
+        # Each distinct variable sorted once (samples often share one: the same covariate).
+        variables: dict[bytes, _Sorted] = {}
+        for values in (v for pair in centred for v in pair):
+            variables.setdefault(values.tobytes(), _Sorted(values))
+        keys = list(variables)
+        references = [(keys.index(x.tobytes()), keys.index(y.tobytes())) for x, y in centred]
+
+        def correlations(indices: np.ndarray) -> list[np.ndarray]:
+            # Sums of squares and products of ranks, in whole numbers (twice the ranks): exact
+            # for n up to 100,000 (below 2^53 once divided by 4), whatever the summation order.
+            ranks = [variables[key].doubled_ranks(indices) for key in keys]
+            # Ranks of a resample of n values always sum to n (n + 1) / 2.
+            total = np.full(len(indices), n * (n + 1) / 2)
+            return [
+                _correlation_from_sums(
+                    n, total, total,
+                    np.einsum("ij,ij->i", ranks[i], ranks[i]) / 4,
+                    np.einsum("ij,ij->i", ranks[j], ranks[j]) / 4,
+                    np.einsum("ij,ij->i", ranks[i], ranks[j]) / 4,
+                )
+                for i, j in references
+            ]
+
+        # Ranking makes several passes over each block: cache-sized blocks.
+        blocks = _index_blocks(n, n_boot, seed, elements=_CACHED_ELEMENTS // len(keys))
+    estimates = [float(r[0]) for r in correlations(np.arange(n)[None])]
+    replicates = np.vstack([np.column_stack(correlations(block)) for block in blocks])
     low, high = percentile_interval(replicates, level)
-    return estimate, low, high
+    return [(estimate, float(lo), float(hi)) for estimate, lo, hi in zip(estimates, low, high)]

@@ -33,9 +33,8 @@ from .benchmark_metrics import (
 )
 from .digit_metrics import summary_table
 from .errors import InvalidArgumentError, RunDirError
-from .html.format import rank_text
-from .html.mnist_c_sections import grid_text
-from .rundir import load_refined, load_results, read_run_info
+from .html.format import grid_text, rank_text
+from .rundir import BASE_COLUMNS, Run, load_refined, load_results, read_run_info
 
 if TYPE_CHECKING:  # for annotations only: the summary command need not load the comparison's statistics
     from .compare import Comparison
@@ -53,22 +52,40 @@ MNIST_C_METRICS = ("mnist_c_error", "mnist_c_ce", "mnist_c_mean_error", "mnist_c
 # ----------------------------------------------------------------------- the run summary
 
 
-def summary_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
+def summary_frame(run: str | os.PathLike | Run) -> pd.DataFrame:
     """The summary table of a run, families in study order (a tidy DataFrame).
 
     Columns ``model, family, metric, magnitude, n_digits, value, low, high`` (see
     :func:`robust_mnist.digit_metrics.summary_table`).
 
+    Parameters
+    ----------
+    run : path-like or Run
+        A run directory, or a run already read (:func:`robust_mnist.report_data.read_run`,
+        or :func:`robust_mnist.rundir.load_run` with at least the columns
+        :data:`robust_mnist.rundir.BASE_COLUMNS`).
+
     Raises
     ------
     RunDirError
-        If ``run_dir`` is not a run directory, is damaged or has no results yet.
+        If ``run`` is not a run directory, is damaged or has no results yet.
     """
-    info = read_run_info(run_dir)
-    results = load_results(run_dir)
+    return _summary_frame(*_read(run))
+
+
+def _read(run: str | os.PathLike | Run) -> tuple[str | os.PathLike, dict[str, Any], pd.DataFrame, pd.DataFrame | None]:
+    """The run's path, run.json, results (the columns the summary uses) and refined magnitudes."""
+    if isinstance(run, Run):
+        return run.path, run.info, run.results, run.refined
+    return run, read_run_info(run), load_results(run, BASE_COLUMNS), load_refined(run)
+
+
+def _summary_frame(
+    run_dir: str | os.PathLike, info: dict[str, Any], results: pd.DataFrame, refined: pd.DataFrame | None
+) -> pd.DataFrame:
     if results.empty:
         raise RunDirError(f"{run_dir}: the run has no results yet")
-    table = summary_table(results, seed=int(info.get("seed", 0)), refined=load_refined(run_dir))
+    table = summary_table(results, seed=int(info.get("seed", 0)), refined=refined)
     benchmark = run_scores(results, info)
     if benchmark is not None:
         table = pd.concat([table, summary_rows(benchmark)], ignore_index=True)
@@ -85,12 +102,13 @@ def summary_frame(run_dir: str | os.PathLike) -> pd.DataFrame:
     return keys.drop(columns=["_model", "_family", "_metric"]).reset_index(drop=True)
 
 
-def write_summary(run_dir: str | os.PathLike, fmt: str, file: IO[str]) -> None:
+def write_summary(run: str | os.PathLike | Run, fmt: str, file: IO[str]) -> None:
     """Write the summary of a run to ``file`` as a table, CSV or JSON (``fmt``, see :data:`FORMATS`).
 
-    A run with MNIST-C corruptions adds their rows (metrics :data:`MNIST_C_METRICS`) to the
-    CSV and JSON, and a table of per-corruption error, CE, mean error and mCE to the
-    terminal output, after the per-model tables.
+    ``run`` is a run directory or a run already read (see :func:`summary_frame`). A run with
+    MNIST-C corruptions adds their rows (metrics :data:`MNIST_C_METRICS`) to the CSV and
+    JSON, and a table of per-corruption error, CE, mean error and mCE to the terminal output,
+    after the per-model tables.
 
     Raises
     ------
@@ -98,14 +116,14 @@ def write_summary(run_dir: str | os.PathLike, fmt: str, file: IO[str]) -> None:
         On an unknown format.
     """
     _check_format(fmt)
-    table = summary_frame(run_dir)
+    run_dir, info, results, refined = _read(run)
+    table = _summary_frame(run_dir, info, results, refined)
     if fmt == "csv":
         table.to_csv(file, index=False)
     elif fmt == "json":
         file.write(table.to_json(orient="records", indent=1) + "\n")
     else:
         benchmark = table["metric"].isin(MNIST_C_METRICS)
-        info = read_run_info(run_dir)
         _summary_table(table.loc[~benchmark], info, file)
         if benchmark.any():
             _mnist_c_table(table.loc[benchmark], info, file)

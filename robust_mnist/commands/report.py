@@ -1,7 +1,8 @@
 """``robust-mnist report RUN_DIR [--out REPORT.html]``: write the study's HTML report.
 
 One self-contained file (plots and digits embedded, no network request), by default
-``reports/<study name>.html``; the command prints its path.
+``reports/<study name>.html``; the command prints its path. A large study's figures are drawn
+by worker processes on the other cores (:func:`robust_mnist.html.study_report.figure_workers`).
 """
 
 from __future__ import annotations
@@ -27,5 +28,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..html.study_report import write_report
 
-    print(write_report(args.run_dir, args.out))
+    print(write_report(args.run_dir, args.out, workers=None))
     return 0

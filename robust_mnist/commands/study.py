@@ -67,6 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..html.study_report import write_report
+    from ..report_data import read_run
     from ..runner.run import StudyInterrupted, run_study_file
     from ..summary import write_summary
 
@@ -92,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
             + f" ({outcome.evaluations:,} digit evaluations) in {outcome.seconds:.1f} s -> {outcome.run_dir}",
             file=sys.stderr,
         )
-    write_summary(outcome.run_dir, "table", sys.stdout)
-    print(f"report: {write_report(outcome.run_dir)}")
+    run = read_run(outcome.run_dir)  # results.parquet read once, for the summary and the report
+    write_summary(run, "table", sys.stdout)
+    print(f"report: {write_report(run, workers=None)}")
     return 0
 
 

@@ -10,7 +10,7 @@ estimate with its interval; :func:`estimate_segments` does the same inside a sen
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +121,7 @@ class Strip:
 
     title: str
     details: list[str]
-    uri: str
+    uri: Any  # the PNG data URI: str, or a worker's Drawing that renders as one
     width: int
     height: int
     cell: int
@@ -158,6 +158,7 @@ def make_strip(
     details: Sequence[str] = (),
     reference: int | None = None,
     scale: int = 2,
+    encode: Callable[..., Any] = png_data_uri,
 ) -> Strip:
     """A gallery strip: digits and ten-bar charts as one PNG, labelled by prediction.
 
@@ -172,6 +173,10 @@ def make_strip(
     reference : int, optional
         The clean prediction: labels of cells predicting something else are marked as flips.
     scale : int
+    encode : callable
+        ``encode(pixels, palette)``, the strip's PNG data URI (default
+        :func:`robust_mnist.html.page.png_data_uri`; a worker's, see
+        :meth:`robust_mnist.html.figures.FigurePool.encode`).
     """
     pixels = digit_strip(images, probabilities, true_class, scale=scale)
     predicted = probabilities.argmax(axis=1)
@@ -179,6 +184,6 @@ def make_strip(
     labels = [(f"{p} · {q:.2f}", reference is not None and p != reference)
               for p, q in zip(predicted, top)]
     alt = f"{title}: predictions " + ", ".join(str(p) for p in predicted)
-    return Strip(title=title, details=list(details), uri=png_data_uri(pixels, strip_palette()),
+    return Strip(title=title, details=list(details), uri=encode(pixels, strip_palette()),
                  width=pixels.shape[1], height=pixels.shape[0],
                  cell=strip_geometry(scale)["cell"], labels=labels, alt=alt)

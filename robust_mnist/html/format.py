@@ -1,4 +1,4 @@
-"""Text formatting of numbers, magnitudes, intervals, dates and durations for the HTML reports.
+"""Text formatting of numbers, magnitudes, grids, intervals, dates and durations for the HTML reports.
 
 Every number the study and comparison reports show goes through one of these functions, so a
 percentage, an interval or a magnitude with its unit reads the same on every page: a missing
@@ -10,11 +10,14 @@ compute nothing themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # for annotations only: the summary command need not load the benchmark's statistics
+    from ..benchmark_metrics import Corruption
 
 
 def finite(value: Any) -> bool:
@@ -86,6 +89,24 @@ def magnitude_range(magnitudes: list[float], unit: str) -> str:
         return "–"
     low, high = min(magnitudes), max(magnitudes)
     return f"{magnitude_text(low, unit, short=True)} … {magnitude_text(high, unit, short=True)}"
+
+
+def grid_text(corruption: Corruption) -> str:
+    """How a corruption's grid reads: "severity 5", "severities 1-5", or its magnitudes."""
+    levels = list(corruption.severities)
+    if levels:
+        if len(levels) > 2 and levels == list(range(levels[0], levels[0] + len(levels))):
+            return f"severities {levels[0]}-{levels[-1]}"
+        return f"severit{'y' if len(levels) == 1 else 'ies'} {', '.join(str(s) for s in levels)}"
+    return ", ".join(magnitude_text(m, corruption.unit) for m in corruption.magnitudes)
+
+
+def grid_levels(magnitudes: Sequence[float], unit: str, severities: Sequence[int] = ()) -> str:
+    """A family's grid as the report lists it: each magnitude, and its MNIST-C severity if any."""
+    if len(severities) != len(magnitudes):
+        severities = [None] * len(magnitudes)
+    return ", ".join(magnitude_text(m, unit, short=True) + (f" (severity {s})" if s else "")
+                     for m, s in zip(magnitudes, severities))
 
 
 def critical_text(value: Any, unit: str) -> str:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..benchmark_metrics import BenchmarkScores, Corruption
 from .components import Cell, Table, estimate_cell
-from .format import finite, magnitude_text, rank_text
+from .format import finite, grid_text, magnitude_text, rank_text
 
 #: The Methods entries the reports add when they show MNIST-C figures.
 METHODS = (
@@ -40,24 +40,6 @@ METHODS = (
     ("Critical severity", "The lowest severity level at which a digit's prediction differs from its "
      "clean prediction (in most draws); \"never\" when no level changes it. Medians over digits."),
 )
-
-
-def grid_text(corruption: Corruption) -> str:
-    """How a corruption's grid reads: "severity 5", "severities 1-5", or its magnitudes."""
-    levels = list(corruption.severities)
-    if levels:
-        if len(levels) > 2 and levels == list(range(levels[0], levels[0] + len(levels))):
-            return f"severities {levels[0]}-{levels[-1]}"
-        return f"severit{'y' if len(levels) == 1 else 'ies'} {', '.join(str(s) for s in levels)}"
-    return ", ".join(magnitude_text(m, corruption.unit) for m in corruption.magnitudes)
-
-
-def grid_levels(magnitudes: Sequence[float], unit: str, severities: Sequence[int] = ()) -> str:
-    """A family's grid as the report lists it: each magnitude, and its MNIST-C severity if any."""
-    if len(severities) != len(magnitudes):
-        severities = [None] * len(magnitudes)
-    return ", ".join(magnitude_text(m, unit, short=True) + (f" (severity {s})" if s else "")
-                     for m, s in zip(magnitudes, severities))
 
 
 def _values_text(corruption: Corruption) -> str:

@@ -1,8 +1,10 @@
 """The study report: one self-contained HTML page that shows where and how probabilities swing.
 
-:func:`write_report` reads a run directory (through :mod:`robust_mnist.report_data`, never a
-model or perturbation code), takes the aggregates computed there, draws them with
-:mod:`robust_mnist.plots` and renders ``templates/report.html.j2`` into a single file
+:func:`write_report` reads a run directory, or takes a run already read (through
+:mod:`robust_mnist.report_data`, never a model or perturbation code), takes the aggregates
+computed there, draws them with :mod:`robust_mnist.plots` (in worker processes for a large
+study, :mod:`robust_mnist.html.figures`) and renders
+``templates/report.html.j2`` into a single file
 (:func:`robust_mnist.html.page.render_page`). This module builds the page's header, findings,
 reproduction panel and summary table; the per-family sections are in
 :mod:`robust_mnist.html.study_sections`.
@@ -33,21 +35,32 @@ from ..report_data import (
     select,
 )
 from ..benchmark_metrics import benchmark_corruptions
-from ..rundir import read_run_info, slug
+from ..rundir import Run, read_run_info, slug
 from .components import Cell, Segment, Table, critical_cell, estimate_cell, estimate_segments, text_cell
+from .figures import HERE, FigurePool
 from .format import compact, data_text, date, duration, finite, magnitude_range, magnitude_text, percent
 from .mnist_c_sections import METHODS as MNIST_C_METHODS
 from .mnist_c_sections import study_section as mnist_c_section
-from .page import render_page, svg_data_uri
+from .page import render_page
 from .study_sections import (
+    ambiguity_figure,
     ambiguity_section,
+    critical_figures,
     family_sections,
+    galleries,
     highlight_gallery,
     morph_sections,
+    per_class_figure,
     per_class_section,
 )
 
 logger = logging.getLogger(__name__)
+
+#: A study with at least this many perturbation families gets its report's figures drawn in
+#: worker processes (three or more per family): starting the workers pays from about twenty.
+PARALLEL_FAMILIES = 8
+#: At most this many worker processes draw figures.
+MAX_FIGURE_WORKERS = 4
 
 #: The article's reported training result, for the reproduction panel.
 ARTICLE = {"val_accuracy": 0.984, "val_loss": 0.0537, "stopped_epoch": 30}
@@ -327,18 +340,32 @@ def summary_table(data: RunData, agg: Aggregates) -> Table:
         "Brackets: 95% bootstrap intervals over digits. Click a column header to sort."))
 
 
-def build_context(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Everything ``report.html.j2`` renders, from a run directory."""
-    data = load_report_data(run_dir)
+def build_context(run: str | os.PathLike | Run, figures: FigurePool = HERE) -> dict[str, Any]:
+    """Everything ``report.html.j2`` renders, from a run directory or a run already read.
+
+    Figures and digit strips are drawn by ``figures`` (:mod:`robust_mnist.html.figures`),
+    those whose numbers come first first: a pool's workers draw while the rest is computed.
+    """
+    data = load_report_data(run)
     agg = compute_aggregates(data)
-    header = header_section(data)
-    families = family_sections(data, agg)
-    morphs = morph_sections(data, agg)
-    toc = [("findings", "Findings", []), ("overview", "Overview", [])]
-    reproduction = reproduction_section(data)
+    family_galleries = {family.label: galleries(data, family, figures=figures) for family in data.families}
     histories = {name: (data.run.get("models", {}).get(name) or {}).get("training") or {} for name in data.models}
     histories = {name: record["history"] for name, record in histories.items() if record.get("history")}
-    training_figure = svg_data_uri(plots.training_curves(histories, reference=ARTICLE)) if histories else None
+    training_figure = figures.draw(plots.training_curves, histories, reference=ARTICLE) if histories else None
+    morphs = morph_sections(data, agg, figures)
+    # Then the figures of the quicker numbers, so that the workers draw them while the
+    # per-magnitude curves are computed.
+    critical = critical_figures(data, agg, figures)
+    class_figure = per_class_figure(data, agg, figures)
+    stratified_figure = ambiguity_figure(data, agg, figures)
+    families = family_sections(data, agg, figures, family_galleries, critical)
+    overview_figure = figures.draw(plots.overview_grid, select(agg.per_magnitude, model=data.models[0]),
+                                   [(f.label, f.unit) for f in data.families]) if data.families else None
+    ambiguity = ambiguity_section(data, agg, stratified_figure)
+    classes = per_class_section(data, agg, class_figure)
+    header = header_section(data)
+    toc = [("findings", "Findings", []), ("overview", "Overview", [])]
+    reproduction = reproduction_section(data)
     if reproduction is not None:
         toc.insert(0, ("reproduction", "Reproduction", []))
     mnist_c = mnist_c_section(agg.mnist_c, agg.mnist_c_severities, benchmark_corruptions(data.run), data.models)
@@ -363,16 +390,14 @@ def build_context(run_dir: str | os.PathLike) -> dict[str, Any]:
         "reproduction": reproduction,
         "training_figure": training_figure,
         "findings": findings_section(data, agg),
-        "highlight": highlight_gallery(data, agg),
+        "highlight": highlight_gallery(data, agg, family_galleries=family_galleries),
         "family_findings": family_findings(data, agg),
         "summary": summary_table(data, agg),
-        "overview_figure": svg_data_uri(plots.overview_grid(
-            select(agg.per_magnitude, model=data.models[0]), [(f.label, f.unit) for f in data.families]))
-        if data.families else None,
+        "overview_figure": overview_figure,
         "families": families,
         "morphs": morphs,
-        "ambiguity": ambiguity_section(data, agg),
-        "classes": per_class_section(data, agg),
+        "ambiguity": ambiguity,
+        "classes": classes,
         "mnist_c": mnist_c,
         "methods": METHODS + (MNIST_C_METHODS if mnist_c is not None else ()),
         "toc": toc,
@@ -382,16 +407,33 @@ def build_context(run_dir: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+def figure_workers(run_info: dict[str, Any]) -> int:
+    """How many processes should draw a run's report figures: one core computes the
+    statistics, the others draw; none for a small study (see :data:`PARALLEL_FAMILIES`)."""
+    if len(run_info.get("families") or {}) < PARALLEL_FAMILIES:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores - 1, MAX_FIGURE_WORKERS)
+
+
+def write_report(
+    run: str | os.PathLike | Run, out: str | os.PathLike | None = None, *, workers: int | None = 0
+) -> Path:
     """Write the study's HTML report.
 
     Parameters
     ----------
-    run_dir : path-like
+    run : path-like or Run
         A run directory written by :func:`robust_mnist.run_study` (an unfinished run is reported
-        as far as it got).
+        as far as it got), or that run already read (:func:`robust_mnist.report_data.read_run`).
     out : path-like, optional
         The HTML file; default ``reports/<study name>.html`` (see :func:`default_report_path`).
+    workers : int or None
+        Processes that draw the figures while this one computes (:mod:`robust_mnist.html.figures`);
+        None: :func:`figure_workers` (what ``robust-mnist report`` does); 0: none, all is done
+        here. They are spawned, so a script that asks for them must guard its entry point
+        with ``if __name__ == "__main__":``, as with any multiprocessing. The page is the same
+        either way.
 
     Returns
     -------
@@ -401,12 +443,16 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     Raises
     ------
     RunDirError
-        If ``run_dir`` holds no run, a file of it is damaged, or the run has no results yet.
+        If ``run`` holds no run, a file of it is damaged, or the run has no results yet.
     """
-    run_dir = Path(run_dir)
+    run_dir = run.path if isinstance(run, Run) else Path(run)
     out = default_report_path(run_dir) if out is None else Path(out)
     logger.info("report: reading %s and computing the aggregates", run_dir)
-    context = build_context(run_dir)
-    path = render_page("report.html.j2", context, out)
+    if workers is None:
+        workers = figure_workers(run.info if isinstance(run, Run) else read_run_info(run_dir))
+    # The workers start now and load matplotlib while the statistics are computed.
+    with FigurePool(workers) as figures:
+        context = build_context(run, figures)
+        path = render_page("report.html.j2", context, out)
     logger.info("report: wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path

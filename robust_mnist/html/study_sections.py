@@ -2,33 +2,32 @@
 
 Each function turns the run (:class:`robust_mnist.report_data.RunData`) and its aggregates
 (:class:`robust_mnist.report_data.Aggregates`) into the variables of one part of
-``report.html.j2``: figures as data URIs (:mod:`robust_mnist.plots`), sortable tables and
-digit galleries (:mod:`robust_mnist.html.components`). They compute no statistic: every number
-shown comes from the aggregates or from a metrics function.
+``report.html.j2``: figures as data URIs (:mod:`robust_mnist.plots`, drawn by a
+:class:`robust_mnist.html.figures.FigurePool`), sortable tables and digit galleries
+(:mod:`robust_mnist.html.components`). They compute no statistic: every number shown comes
+from the aggregates or from a metrics function.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .. import plots
-from ..metrics import confusion
 from ..morph_metrics import reach_fraction
 from ..report_data import (
     Aggregates,
     FamilyInfo,
     RunData,
-    confusion_magnitude,
     fragility_order,
     headline_magnitude,
-    nonzero,
     one,
     select,
 )
-from ..rundir import CLEAN
 from ..strips import strip_geometry
 from .components import (
     Cell,
@@ -42,9 +41,8 @@ from .components import (
     make_strip,
     strip_scale,
 )
-from .format import finite, magnitude_text, percent, significant
-from .mnist_c_sections import grid_levels
-from .page import svg_data_uri
+from .figures import HERE, FigurePool
+from .format import finite, grid_levels, magnitude_text, percent, significant
 
 #: Digits per gallery (the runner stores up to 6 per selection).
 GALLERY_SIZE = 4
@@ -64,7 +62,7 @@ NO_MORPHOMETRICS = ("Stroke thickness and slant are left out: this run directory
 
 
 def _gallery_strips(data: RunData, family: FamilyInfo, selection: str, model_index: int,
-                    scale: int) -> list[Strip]:
+                    scale: int, figures: FigurePool) -> list[Strip]:
     ex = data.exemplars
     key = f"{family.label}/{selection}"
     if key not in ex:
@@ -85,7 +83,7 @@ def _gallery_strips(data: RunData, family: FamilyInfo, selection: str, model_ind
         strips.append(make_strip(
             ex[f"{family.label}/strips"][k], probabilities, label,
             title=str(data.ids[image]), details=details,
-            reference=int(probabilities[clean_column].argmax()), scale=scale))
+            reference=int(probabilities[clean_column].argmax()), scale=scale, encode=figures.encode))
     return strips
 
 
@@ -96,8 +94,9 @@ GALLERIES = (
 )
 
 
-def galleries(data: RunData, family: FamilyInfo, model_index: int = 0) -> list[Gallery]:
-    """The family's three galleries, from exemplars.npz (empty when the run has none)."""
+def galleries(data: RunData, family: FamilyInfo, model_index: int = 0, figures: FigurePool = HERE) -> list[Gallery]:
+    """The family's three galleries, from exemplars.npz (empty when the run has none); their
+    strips encoded by ``figures``."""
     ex = data.exemplars
     if f"{family.label}/magnitudes" not in ex:
         return []
@@ -106,51 +105,64 @@ def galleries(data: RunData, family: FamilyInfo, model_index: int = 0) -> list[G
     header = ["clean" if m == 0 else magnitude_text(m, family.unit, short=True) for m in magnitudes]
     result = []
     for selection, title, description, is_open in GALLERIES:
-        strips = _gallery_strips(data, family, selection, model_index, scale)
+        strips = _gallery_strips(data, family, selection, model_index, scale, figures)
         if strips:
             result.append(Gallery(title, f"Selected by {description}.", header,
                                   strip_geometry(scale)["cell"], strips, is_open))
     return result
 
 
-def highlight_gallery(data: RunData, agg: Aggregates, size: int = 3) -> Gallery | None:
-    """The article's figure, systematically: the most unstable digits of the most fragile family."""
+def highlight_gallery(data: RunData, agg: Aggregates, size: int = 3,
+                      family_galleries: Mapping[str, list[Gallery]] | None = None) -> Gallery | None:
+    """The article's figure, systematically: the most unstable digits of the most fragile family.
+
+    ``family_galleries``: each family's :func:`galleries`, when the caller has them.
+    """
     info = {f.label: f for f in data.families}
     for label in fragility_order(data, agg)["family"]:
         family = info.get(label)
-        found = galleries(data, family) if family is not None else []
+        if family is None:
+            continue
+        found = family_galleries[label] if family_galleries is not None else galleries(data, family)
         if found and found[0].strips:
-            gallery = found[0]
-            gallery.strips = gallery.strips[:size]
-            gallery.title = f"The digits that swing most under {label}"
-            return gallery
+            return replace(found[0], strips=found[0].strips[:size], title=f"The digits that swing most under {label}")
     return None
 
 
-def family_sections(data: RunData, agg: Aggregates) -> list[dict[str, Any]]:
-    """Per family: curves, critical magnitudes, what digits become, galleries."""
+def critical_figures(data: RunData, agg: Aggregates, figures: FigurePool = HERE) -> dict[str, Any]:
+    """Per family, the figure of its digits' critical magnitudes (drawn by ``figures``)."""
     model = data.models[0]
-    results = data.results
-    # One pass to split the table: confusion() would otherwise scan all rows per family.
-    primary = results.loc[(results["model"] == model).to_numpy()]
-    by_family = dict(tuple(primary.groupby("family", sort=False)))
-    clean_rows = by_family.get(CLEAN, primary.iloc[:0])
+    return {
+        family.label: figures.draw(
+            plots.critical_magnitude_plot,
+            select(agg.critical, model=model, family=family.label)["critical_magnitude"].to_numpy(float),
+            agg.grids.get(family.label, np.empty(0)), unit=family.unit)
+        for family in data.families
+    }
+
+
+def family_sections(data: RunData, agg: Aggregates, figures: FigurePool = HERE,
+                    family_galleries: Mapping[str, list[Gallery]] | None = None,
+                    critical: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Per family: curves, critical magnitudes, what digits become, galleries.
+
+    Figures are drawn by ``figures``; ``family_galleries`` (each family's :func:`galleries`)
+    and ``critical`` (:func:`critical_figures`) when the caller has them.
+    """
+    model = data.models[0]
+    critical_figure = critical_figures(data, agg, figures) if critical is None else critical
     sections = []
     for family in data.families:
         curve = select(agg.per_magnitude, family=family.label)
         primary = select(curve, model=model)
-        critical = select(agg.critical, model=model, family=family.label)["critical_magnitude"].to_numpy(float)
-        grid = np.unique(nonzero(primary)["magnitude"].to_numpy(float))
-        figures = {
-            "curves": svg_data_uri(plots.family_curves(curve, unit=family.unit)),
-            "critical": svg_data_uri(plots.critical_magnitude_plot(critical, grid, unit=family.unit)),
+        drawn = {
+            "curves": figures.draw(plots.family_curves, curve, unit=family.unit),
+            "critical": critical_figure[family.label],
         }
-        become = confusion_magnitude(primary)
+        become, matrix = agg.confusion.get(family.label, (None, None))
         if become is not None:
-            rows = pd.concat([clean_rows, by_family[family.label]], ignore_index=True)
-            matrix = confusion(rows, family.label, become, model=model).to_numpy()
-            figures["confusion"] = svg_data_uri(plots.confusion_plot(
-                matrix, title=f"At {magnitude_text(become, family.unit)}: true → predicted (%)"))
+            drawn["confusion"] = figures.draw(plots.confusion_plot, matrix,
+                                              title=f"At {magnitude_text(become, family.unit)}: true → predicted (%)")
         headline = headline_magnitude(primary)
         clean = one(primary, magnitude=0.0)
         worst = one(agg.worst_case, model=model, family=family.label)
@@ -168,21 +180,21 @@ def family_sections(data: RunData, agg: Aggregates) -> list[dict[str, Any]]:
             "grid": grid_levels(family.magnitudes, family.unit, family.severities),
             "options": options,
             "n_digits": int(select(agg.swing, model=model, family=family.label).shape[0]),
-            "figures": figures,
+            "figures": drawn,
             "confusion_magnitude": magnitude_text(become, family.unit) if become is not None else "",
             "facts": facts,
-            "galleries": galleries(data, family),
+            "galleries": family_galleries[family.label] if family_galleries is not None else galleries(data, family),
         })
     return sections
 
 
-def morph_sections(data: RunData, agg: Aggregates) -> list[dict[str, Any]]:
+def morph_sections(data: RunData, agg: Aggregates, figures: FigurePool = HERE) -> list[dict[str, Any]]:
     """Per morph family: strips with traced probabilities, and the earliest-flipping pairs."""
     model = data.models[0]
     ex = data.exemplars
     sections = []
     for family in (f for f in data.families if f.is_morph):
-        figures = []
+        drawn = []
         label = family.label
         target_key = f"{label}/param/target_class"
         if f"{label}/strips" in ex and target_key in ex:
@@ -210,11 +222,10 @@ def morph_sections(data: RunData, agg: Aggregates) -> list[dict[str, Any]]:
                     row = by_image.loc[[image]]
                     row = row.loc[row["target"] == target]
                     t_star = float(row["t_star"].iloc[0]) if len(row) else None
-                figure = plots.morph_figure(t, ex[f"{label}/strips"][k], probabilities[:, source],
-                                            probabilities[:, target], t_star=t_star,
-                                            source_class=source, target_class=target)
-                figures.append({
-                    "uri": svg_data_uri(figure),
+                figure = figures.draw(plots.morph_figure, t, ex[f"{label}/strips"][k], probabilities[:, source],
+                                      probabilities[:, target], t_star=t_star, source_class=source, target_class=target)
+                drawn.append({
+                    "uri": figure,
                     "caption": f"{data.ids[image]} ({why}): {source} → {target}; "
                                + (f"t* = {t_star:.2f}" if t_star is not None and np.isfinite(t_star) else "the prediction never reaches the target"),
                 })
@@ -235,19 +246,26 @@ def morph_sections(data: RunData, agg: Aggregates) -> list[dict[str, Any]]:
                     Cell(percent(share, 0), float(share) if finite(share) else None),
                     estimate_cell(row, "sharpness", digits=1),
                 ])
-        sections.append({"info": family, "figures": figures, "pairs": table})
+        sections.append({"info": family, "figures": drawn, "pairs": table})
     return sections
 
 
-def ambiguity_section(data: RunData, agg: Aggregates) -> dict[str, Any]:
-    """Instability against ambiguity, stroke thickness and slant: a figure and a table."""
-    model = data.models[0]
-    figure = None
+def ambiguity_figure(data: RunData, agg: Aggregates, figures: FigurePool = HERE) -> Any:
+    """Mean swing and flip rate per fifth of each digit property (None without any)."""
+    if not agg.pooled:
+        return None
     names = [COVARIATES[p["name"]] for p in agg.pooled]  # (title, axis label)
-    if agg.pooled:
-        figure = svg_data_uri(plots.stratified_panels(
-            [(_fifths(p["strata"]), "fifth", xlabel, title) for p, (title, xlabel) in zip(agg.pooled, names)],
-            metrics=(("swing", "mean swing", False), ("flip_rate", "mean flip rate", True))))
+    return figures.draw(
+        plots.stratified_panels,
+        [(_fifths(p["strata"]), "fifth", xlabel, title) for p, (title, xlabel) in zip(agg.pooled, names)],
+        metrics=(("swing", "mean swing", False), ("flip_rate", "mean flip rate", True)))
+
+
+def ambiguity_section(data: RunData, agg: Aggregates, figure: Any) -> dict[str, Any]:
+    """Instability against ambiguity, stroke thickness and slant: ``figure``
+    (:func:`ambiguity_figure`) and a table."""
+    model = data.models[0]
+    names = [COVARIATES[p["name"]] for p in agg.pooled]  # (title, axis label)
     summary = [[(f"{title}: ", "strong"), ("ρ = ", "")] + estimate_segments(p, "correlation", as_percent=False)
                + [(f" over {p['n_digits']:,} digits", "")] for p, (title, _) in zip(agg.pooled, names)]
     table = Table([("Family", False), ("ρ (swing, margin)", True), ("Swing Q1 (most ambiguous)", True),
@@ -277,18 +295,30 @@ def _fifths(strata: pd.DataFrame) -> pd.DataFrame:
     return strata.assign(fifth=labels)
 
 
-def per_class_section(data: RunData, agg: Aggregates) -> dict[str, Any]:
-    """Per true class: a family-by-class swing map and a sortable table."""
-    model = data.models[0]
+def _per_class_rows(data: RunData, agg: Aggregates) -> pd.DataFrame:
+    """The primary model's per-class rows, families in study order."""
+    labels = {f.label: i for i, f in enumerate(data.families)}
+    per_class = select(agg.per_class, model=data.models[0])
+    per_class = per_class.assign(_order=per_class["family"].map(labels))
+    return per_class.sort_values(["_order", "label"], kind="stable")
+
+
+def per_class_figure(data: RunData, agg: Aggregates, figures: FigurePool = HERE) -> Any:
+    """The family-by-class map of the mean swing (None without families)."""
     labels = [f.label for f in data.families]
-    per_class = select(agg.per_class, model=model)
-    per_class = per_class.assign(_order=per_class["family"].map({label: i for i, label in enumerate(labels)}))
-    per_class = per_class.sort_values(["_order", "label"], kind="stable")
+    if not labels:
+        return None
     matrix = np.full((len(labels), 10), np.nan)
-    for _, row in per_class.iterrows():
+    for _, row in _per_class_rows(data, agg).iterrows():
         if row["family"] in labels:
             matrix[labels.index(row["family"]), int(row["label"])] = row["swing"]
-    figure = svg_data_uri(plots.class_heatmap(matrix, labels, title="Mean swing by family and true class")) if labels else None
+    return figures.draw(plots.class_heatmap, matrix, labels, title="Mean swing by family and true class")
+
+
+def per_class_section(data: RunData, agg: Aggregates, figure: Any) -> dict[str, Any]:
+    """Per true class: ``figure`` (:func:`per_class_figure`) and a sortable table."""
+    model = data.models[0]
+    per_class = _per_class_rows(data, agg)
     units = {f.label: f.unit for f in data.families}
     table = Table([("Family", False), ("Class", True), ("Digits", True), ("Clean acc.", True),
                    ("Flip rate", True), ("Mean swing", True), ("Median critical", True)],
