@@ -279,3 +279,20 @@ def test_critical_plot_counts_a_digit_at_the_first_grid_size_that_sees_its_flip(
     figure = plots.critical_magnitude_plot(np.array([5.0, 12.0, 20.0, np.inf]), np.array([-20.0, -10.0, 10.0, 20.0]))
     heights = [bar.get_height() for bar in figure.axes[0].patches]
     assert heights == [0.25, 0.5, 0.25]
+
+
+def test_the_header_names_the_engine_that_ran_each_model(report, run_dir, tmp_path):
+    import json
+    import shutil
+
+    from robust_mnist.html.study_report import write_report
+
+    _, html = report
+    assert "on ONNX Runtime" not in html and "on TensorFlow" not in html  # a numpy model: no engine
+    onnx = tmp_path / "onnx"
+    shutil.copytree(run_dir, onnx)
+    info = json.loads((onnx / "run.json").read_text())
+    for model in info["models"].values():
+        model.update(engine="onnx", onnxruntime="1.23.2")
+    (onnx / "run.json").write_text(json.dumps(info))
+    assert "on ONNX Runtime 1.23.2" in write_report(onnx, tmp_path / "onnx.html").read_text()

@@ -139,6 +139,10 @@ def header_section(data: RunData) -> dict[str, Any]:
     for name in data.models:
         info = run.get("models", {}).get(name, {}) or {}
         source = f"{info['arch']}, seed {info['seed']}" if info.get("arch") else (info.get("path") or "")
+        if info.get("engine") == "onnx":  # older runs, and the tests' numpy models, say nothing
+            source += f" · on ONNX Runtime {info.get('onnxruntime') or ''}".rstrip()
+        elif info.get("engine") == "keras":
+            source += " · on TensorFlow"
         models.append({"name": name, "source": source, "checksum": info.get("checksum") or ""})
     versions = run.get("versions", {}) or {}
     status = run.get("status", "complete")

@@ -477,7 +477,7 @@ def _new_run_json(
 def versions() -> dict[str, str | None]:
     """Versions of Python and the libraries that determine the numbers (no TensorFlow import)."""
     found: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("numpy", "tensorflow", "keras", "scipy", "scikit-image", "pandas", "pyarrow"):
+    for package in ("numpy", "onnxruntime", "tensorflow", "keras", "scipy", "scikit-image", "pandas", "pyarrow"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
