@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import check_results
-from .stats import bootstrap_sums, grouped_bootstrap_ci, percentile_interval
+from .stats import bootstrap_sums, grouped_bootstrap_ci, percentile_interval, tie_groups
 
 #: The ``family`` of the benchmark's aggregate rows (mean error, mCE) in tidy tables; a spec
 #: label can never be it (labels have no spaces).
@@ -364,16 +364,7 @@ def rank_by_mce(scores: BenchmarkScores, model_info: Mapping[str, Mapping[str, A
     separated = {frozenset((a, b)) for a, b in zip(differences.loc[differences["separated"], "model_a"],
                                                     differences.loc[differences["separated"], "model_b"])}
     ordered = sorted(models, key=lambda m: (np.nan_to_num(mce[m], nan=math.inf), models.index(m)))
-    groups: list[list[str]] = []
-    rank: dict[str, int] = {}
-    for position, model in enumerate(ordered, start=1):
-        if groups and not any(frozenset((model, other)) in separated for other in groups[-1]):
-            groups[-1].append(model)
-            rank[model] = rank[groups[-1][0]]
-        else:
-            groups.append([model])
-            rank[model] = position
-    group_of = {m: group for group in groups for m in group}
+    rank, group_of = tie_groups(ordered, separated)
     indexed = table.set_index("model")
     rows = []
     for model in ordered:

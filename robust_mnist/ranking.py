@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .paired_stats import DIFFERENCE_METRICS
+from .stats import tie_groups
 
 #: Column order of :func:`rank_models`'s table (the ``compare --format csv|json`` export).
 RANKING_COLUMNS = [
@@ -199,16 +200,7 @@ def rank_models(
             chosen = (unbeaten or remaining)[0]  # the best by accuracy (remaining is sorted)
             ordered.append(chosen)
             remaining.remove(chosen)
-        groups: list[list[str]] = []
-        rank: dict[str, int] = {}
-        for position, model in enumerate(ordered, start=1):
-            if groups and not any(frozenset((model, other)) in separated for other in groups[-1]):
-                groups[-1].append(model)
-                rank[model] = rank[groups[-1][0]]
-            else:
-                groups.append([model])
-                rank[model] = position
-        group_of = {m: group for group in groups for m in group}
+        rank, group_of = tie_groups(ordered, separated)
         by_order = lambda names: sorted(names, key=models.index)  # noqa: E731
         for model in ordered:
             score = scores.loc[model] if model in scores.index else pd.Series(dtype=float)

@@ -23,7 +23,7 @@ infinite neighbours interpolate to that infinity, not to NaN).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from typing import Union
 
 import numpy as np
@@ -648,3 +648,28 @@ def _correlation_intervals(
     replicates = np.vstack([np.column_stack(correlations(block)) for block in blocks])
     low, high = percentile_interval(replicates, level)
     return [(estimate, float(lo), float(hi)) for estimate, lo, hi in zip(estimates, low, high)]
+
+
+def tie_groups(ordered: Sequence[str], separated: Set[frozenset[str]]) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Shared ranks down an ordering of models, where tests cannot separate neighbours.
+
+    Walking down ``ordered``, the first model opens a group of rank 1; each next model joins
+    the current group when it is separated (a pair in ``separated``) from none of its members,
+    and otherwise opens a group whose rank is its position (1, 1, 3, ...).
+
+    Returns
+    -------
+    rank : dict of str to int
+    group_of : dict of str to list of str
+        Each model's group (itself included), in order.
+    """
+    groups: list[list[str]] = []
+    rank: dict[str, int] = {}
+    for position, model in enumerate(ordered, start=1):
+        if groups and not any(frozenset((model, other)) in separated for other in groups[-1]):
+            groups[-1].append(model)
+            rank[model] = rank[groups[-1][0]]
+        else:
+            groups.append([model])
+            rank[model] = position
+    return rank, {m: group for group in groups for m in group}
