@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from .arguments import non_negative_int, positive_int
+
 #: Datasets this command writes.
 DATASETS = ("mnist-c",)
 #: MNIST-C's folders (those of :data:`robust_mnist.mnist_c.CORRUPTIONS` and identity, which
@@ -40,9 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         + ", ".join(CORRUPTIONS))
     parser.add_argument("--splits", nargs="+", choices=("train", "test"), default=["train", "test"],
                         help="which splits (default: both)")
-    parser.add_argument("--limit", type=_positive_int, metavar="N",
+    parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="only the first N digits of each split (a quick look; default all)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="the seed every corruption derives from (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="the seed every corruption derives from (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -84,20 +86,3 @@ class _Bar:
     def stop(self) -> None:
         if self.task is not None:
             self.bar.stop()
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative; got {text!r}")
-    return value

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..runner import DEFAULT_CHUNK_SIZE
+from .arguments import positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "cache ($ROBUST_MNIST_HOME/models), which is then used instead of the models bundled "
         "with robust-mnist; model files (path = ...) are not affected",
     )
-    parser.add_argument("--workers", type=_positive_int, metavar="N", help="processes for --executor process, or a local Dask cluster")
+    parser.add_argument("--workers", type=positive_int, metavar="N", help="processes for --executor process, or a local Dask cluster")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://HOST:8786 (implies --executor dask)")
     parser.add_argument(
         "--trust-model", action="store_true",
@@ -58,7 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "no trust)",
     )
     parser.add_argument(
-        "--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE, metavar="N",
+        "--chunk-size", type=positive_int, default=DEFAULT_CHUNK_SIZE, metavar="N",
         help=f"images perturbed per call: lower it to save memory; results do not depend on it "
         f"(default {DEFAULT_CHUNK_SIZE:,})",
     )
@@ -186,13 +187,3 @@ def _command(args: argparse.Namespace, out: Path | None, resume: bool = False) -
     if args.chunk_size != DEFAULT_CHUNK_SIZE:
         command += ["--chunk-size", str(args.chunk_size)]
     return command
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
