@@ -170,7 +170,7 @@ def critical_magnitudes(
     rule : {"majority", "any"}
     refined : DataFrame, optional
         Critical magnitudes refined between grid points, as the runner computes them with the
-        model (:func:`robust_mnist.runner.refine.refine_critical`; metrics stay pure): columns
+        model (:func:`robust_mnist.runner.refine.refine_sweep`; metrics stay pure): columns
         ``model, family, image, high``, ``high`` a signed magnitude in ``[bracket_magnitude,
         signed_magnitude]`` of a digit that flips. It replaces ``signed_magnitude``, its
         absolute value ``critical_magnitude``, and ``refined`` is True for that digit.

@@ -144,7 +144,7 @@ class PerturbationSpec:
     refine : int
         Bisection steps that refine each digit's critical magnitude between the grid points
         around it, with the model, once the grid is done (0: the grid value; deterministic
-        families only; see :func:`robust_mnist.runner.refine.refine_critical`).
+        families only; see :func:`robust_mnist.runner.refine.refine_sweep`).
     severities : tuple of int
         The MNIST-C severity level of each magnitude when the study gave ``severities``.
     mnist_c : str or None

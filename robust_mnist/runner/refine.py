@@ -20,7 +20,7 @@ from ..digit_metrics import critical_magnitudes
 from ..classifier import Classifier
 from ..data import to_float
 from ..rundir import CLEAN, Digits
-from ..study import PerturbationSpec, StudySpec
+from ..study import PerturbationSpec
 from .cells import predict
 
 
@@ -39,13 +39,10 @@ def write_refined(run_dir: Path, parts: list[list[pd.DataFrame]]) -> None:
     rundir.write_frame_atomically(_refined_frame(parts), Path(run_dir) / rundir.REFINED_FILE)
 
 
-def refine_critical(
-    results: pd.DataFrame,
-    spec: StudySpec,
-    digits: Digits,
-    classifiers: dict[str, Classifier],
-) -> pd.DataFrame:
-    """Critical magnitudes refined by bisection, for the sweeps that ask for it (``refine``).
+def refine_sweep(
+    sweep: PerturbationSpec, results: pd.DataFrame, digits: Digits, classifiers: dict[str, Classifier]
+) -> list[pd.DataFrame]:
+    """A sweep's critical magnitudes refined by bisection (its ``refine`` steps).
 
     For each model and each digit that flips on the grid of a sweep with ``refine = k``, the
     change happens between ``low``, the grid point next to the critical one towards 0 (the
@@ -53,15 +50,16 @@ def refine_critical(
     critical grid point. ``k`` times, the digit is perturbed at the middle and the model asked
     again: the middle becomes ``high`` if the prediction differs from the clean one, ``low``
     otherwise. The critical magnitude is then known to ``|high - low| / 2**k``. All the
-    digits of a sweep are bisected together, one batch per step. Only deterministic families
+    digits of the sweep are bisected together, one batch per step. Only deterministic families
     can be refined (the study file checks it): a random family draws new parameters at every
     magnitude, so its flip point is not a property of the digit.
 
     Parameters
     ----------
+    sweep : PerturbationSpec
     results : DataFrame
-        The run's results table (:func:`robust_mnist.rundir.load_results`), clean rows included.
-    spec : StudySpec
+        The run's results (:func:`robust_mnist.rundir.load_results`) with at least the
+        sweep's rows and the clean ones.
     digits : Digits
         The run's digits (:func:`robust_mnist.rundir.load_digits`).
     classifiers : dict of str to Classifier
@@ -69,22 +67,10 @@ def refine_critical(
 
     Returns
     -------
-    DataFrame
-        One row per (model, family, image) that flips: ``model, family, image, low, high``
+    list of DataFrame
+        One per model, a row per digit that flips: ``model, family, image, low, high``
         (signed magnitudes; ``high`` is the refined critical magnitude), for the ``refined``
         argument of :func:`robust_mnist.digit_metrics.critical_magnitudes`.
-    """
-    return _refined_frame([
-        refine_sweep(sweep, results, digits, classifiers) for sweep in spec.perturbations if sweep.refine
-    ])
-
-
-def refine_sweep(
-    sweep: PerturbationSpec, results: pd.DataFrame, digits: Digits, classifiers: dict[str, Classifier]
-) -> list[pd.DataFrame]:
-    """One sweep's part of :func:`refine_critical`: a table per model.
-
-    ``results`` needs the sweep's rows and the clean ones (other rows are ignored).
     """
     perturbation = sweep.make()
     rows = results.loc[results["family"].isin([sweep.label, CLEAN])]
@@ -112,7 +98,7 @@ def _refined_frame(parts: list[list[pd.DataFrame]]) -> pd.DataFrame:
 
 
 def _bisect(perturbation, clean, labels, clean_pred, low, high, classifier, steps):
-    """Batched bisection of :func:`refine_critical`: ``(low, high)`` after ``steps`` halvings."""
+    """Batched bisection of :func:`refine_sweep`: ``(low, high)`` after ``steps`` halvings."""
     for _ in range(steps):
         middle = (low + high) / 2
         perturbed = np.empty_like(clean)
